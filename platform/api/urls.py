@@ -18,7 +18,7 @@ urlpatterns += [
 ]
 
 # Core: projects, members, items, next task, annotations, statistics (owned by "core"; see api/views.py).
-from api import views  # noqa: E402
+from api import hot, views  # noqa: E402
 
 router = DefaultRouter()
 router.register("projects", views.ProjectViewSet, basename="project")
@@ -30,9 +30,9 @@ items_router.register("items", views.ItemViewSet, basename="item")
 project_urls = [
     path("members/", views.MemberListView.as_view(), name="project-members"),
     path("members/<int:user_id>/", views.MemberDetailView.as_view(), name="project-member"),
-    path("next-task/", views.NextTaskView.as_view(), name="next-task"),
+    path("next-task/", hot.with_fast_path(hot.next_task_fast, views.NextTaskView.as_view()), name="next-task"),
     path("assignments/<int:assignment_id>/skip/", views.SkipView.as_view(), name="assignment-skip"),
-    path("annotations/", views.AnnotationListView.as_view(), name="annotations"),
+    path("annotations/", hot.with_fast_path(hot.submit_fast, views.AnnotationListView.as_view()), name="annotations"),
     path("annotations/<int:annotation_id>/", views.AnnotationDetailView.as_view(), name="annotation"),
     path("annotator-stats/", views.AnnotatorStatsView.as_view(), name="annotator-stats"),
     path("", include(items_router.urls)),

@@ -21,7 +21,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from live.triggers import notify_on_commit
+from live.triggers import notify_on_commit, threshold_due_sql
 from projects.models import Item, Membership, Project
 
 from .models import Annotation, AnnotationRevision, AnnotationSource, Assignment, AssignmentStatus
@@ -126,19 +126,42 @@ def next_task(*, project: Project, annotator: AbstractBaseUser) -> Assignment | 
     # Locking the membership row serialises one annotator's concurrent
     # requests, so they hold at most one active lease per project.
     now = timezone.now()
-    params: dict[str, Any] = {"project": project.pk, "k": project.k, "annotator": annotator.pk, "now": now}
     with connection.cursor() as cursor:
-        cursor.execute(_MEMBER_LEASE_SQL, params)
+        cursor.execute(_MEMBER_LEASE_SQL, {"project": project.pk, "annotator": annotator.pk, "now": now})
         row = cursor.fetchone()
-        if row is None:
-            raise PermissionDenied("Only annotators who are members of this project may get tasks.")
-        if not project.is_active:
-            return None
-        if row[1] is not None:
-            return Assignment.objects.select_related("item").get(pk=row[1])
+    if row is None:
+        raise PermissionDenied("Only annotators who are members of this project may get tasks.")
+    assignment = next_task_for_locked_member(
+        project=project, annotator_id=annotator.pk, current_assignment_id=row[1], now=now
+    )
+    if assignment is not None:
+        assignment.annotator = annotator  # the caller's object: no query on access
+    return assignment
 
-        rejected: list[int] = []
-        params["expires"] = now + dt.timedelta(seconds=project.lease_seconds)
+
+def next_task_for_locked_member(
+    *, project: Project, annotator_id: int, current_assignment_id: int | None, now: dt.datetime
+) -> Assignment | None:
+    """The rest of ``next_task`` for a caller that has, in the current
+    transaction, locked the annotator's membership row (``FOR UPDATE``) and
+    looked up their active unexpired lease (``current_assignment_id``), as
+    ``_MEMBER_LEASE_SQL`` does. Split out so the API's token fast path can do
+    that lock in the same statement as authentication."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("next_task_for_locked_member must run inside the transaction that holds the lock")
+    if not project.is_active:
+        return None
+    if current_assignment_id is not None:
+        return Assignment.objects.select_related("item").get(pk=current_assignment_id)
+    params: dict[str, Any] = {
+        "project": project.pk,
+        "k": project.k,
+        "annotator": annotator_id,
+        "now": now,
+        "expires": now + dt.timedelta(seconds=project.lease_seconds),
+    }
+    rejected: list[int] = []
+    with connection.cursor() as cursor:
         for _ in range(MAX_SCAN_ROUNDS):
             params["exclude"] = rejected
             # Fast path: skip rows other annotators are leasing right now.
@@ -166,7 +189,7 @@ def next_task(*, project: Project, annotator: AbstractBaseUser) -> Assignment | 
                     id=assignment_id,
                     project=project,
                     item=item,
-                    annotator=annotator,
+                    annotator_id=annotator_id,
                     status=AssignmentStatus.ACTIVE,
                     created_at=created_at,
                     expires_at=expires_at,
@@ -278,7 +301,7 @@ def annotation_submit(
         # A racing duplicate request of the same annotator won; answer like it.
         existing = Annotation.objects.get(item=item, annotator=annotator)
         return _same_or_conflict(existing, label)
-    return _inserted_annotation(
+    return annotation_inserted(
         annotation_id=row[0], project_id=item.project_id, item=item, item_id=item.pk,
         annotator=annotator, label=label, time_spent_ms=time_spent_ms, now=now,
     )
@@ -290,16 +313,24 @@ def annotation_submit(
 # is written unless every condition holds; ``inserted`` is then NULL and the
 # caller takes the general path (404/403, idempotent duplicate, 409, lapsed
 # lease), which re-reads everything.
-_SUBMIT_FAST_SQL = """
-WITH it AS (
+def submit_leased_sql(*, annotator: str = "%(annotator)s", prefix: str = "", extra: str = "") -> str:
+    """The one-statement submit of ``annotation_submit_leased``.
+
+    ``annotator`` is the SQL for the annotator's id (a parameter, or a
+    subquery over ``prefix``: extra CTEs such as the API fast path's token
+    lookup, each ending with a comma); ``extra`` adds result columns. The
+    statement returns (new annotation id or NULL, item id or NULL, *extra).
+    """
+    return f"""
+WITH {prefix} it AS (
     SELECT id FROM projects_item WHERE project_id = %(project)s AND external_id = %(external_id)s
 ), lease AS (
     SELECT a.id, a.item_id FROM labelling_assignment a JOIN it ON a.item_id = it.id
-    WHERE a.annotator_id = %(annotator)s AND a.status = 'active' AND a.expires_at > %(now)s
+    WHERE a.annotator_id = {annotator} AND a.status = 'active' AND a.expires_at > %(now)s
 ), ins AS (
     INSERT INTO labelling_annotation (project_id, item_id, annotator_id, label, source, time_spent_ms,
                                       created_at, updated_at)
-    SELECT %(project)s, lease.item_id, %(annotator)s, %(label)s, 'web', %(time_spent_ms)s, %(now)s, %(now)s
+    SELECT %(project)s, lease.item_id, {annotator}, %(label)s, 'web', %(time_spent_ms)s, %(now)s, %(now)s
     FROM lease
     ON CONFLICT (item_id, annotator_id) DO NOTHING
     RETURNING id, item_id
@@ -309,8 +340,11 @@ WITH it AS (
     UPDATE labelling_assignment SET status = 'done'
     WHERE id = (SELECT id FROM lease) AND EXISTS (SELECT 1 FROM ins)
 )
-SELECT (SELECT id FROM ins), (SELECT id FROM it)
+SELECT (SELECT id FROM ins), (SELECT id FROM it){extra}
 """
+
+
+_SUBMIT_FAST_SQL = submit_leased_sql(extra=", " + threshold_due_sql(inserted_id="(SELECT id FROM ins)"))
 
 
 def annotation_submit_leased(
@@ -347,18 +381,18 @@ def annotation_submit_leased(
                 "now": now,
             },
         )
-        annotation_id, item_id = cursor.fetchone()
+        annotation_id, item_id, threshold_due = cursor.fetchone()
     if annotation_id is None:
         return None
-    annotation = _inserted_annotation(
+    annotation = annotation_inserted(
         annotation_id=annotation_id, project_id=project.pk, item=None, item_id=item_id,
-        annotator=annotator, label=label, time_spent_ms=time_spent_ms, now=now,
+        annotator=annotator, label=label, time_spent_ms=time_spent_ms, now=now, threshold_due=threshold_due,
     )
     annotation.item_external_id = external_id  # type: ignore[attr-defined]
     return annotation
 
 
-def _inserted_annotation(
+def annotation_inserted(
     *,
     annotation_id: int,
     project_id: int,
@@ -368,9 +402,12 @@ def _inserted_annotation(
     label: str,
     time_spent_ms: int | None,
     now: dt.datetime,
+    threshold_due: bool | None = None,
 ) -> Annotation:
     """The Annotation a raw INSERT just wrote (no re-read), marked ``was_created``,
-    with the live-inference check registered for after commit (issue 4)."""
+    with the live-inference check registered for after commit (issue 4) when
+    the statement's own threshold column (``live.triggers.threshold_due_sql``)
+    said so, or always when the statement had none (``threshold_due=None``)."""
     annotation = Annotation(
         id=annotation_id,
         project_id=project_id,
@@ -384,7 +421,8 @@ def _inserted_annotation(
     )
     if item is not None:
         annotation.item = item
-    notify_on_commit(project_id)
+    if threshold_due is None or threshold_due:
+        notify_on_commit(project_id)
     annotation.was_created = True  # type: ignore[attr-defined]
     return annotation
 

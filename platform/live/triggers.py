@@ -1,13 +1,15 @@
 """When to start an inference run.
 
-* ``notify_new_annotations(project_id)`` runs after annotation commits
-  (``transaction.on_commit`` in ``annotation_submit`` and crowd import). Its
-  check is ONE cheap SQL statement (an index range count bounded by N); a
-  run starts when N new annotations arrived since the last published run's
-  snapshot and no run is active.
+* ``notify_new_annotations(project_id)`` runs after annotation commits and
+  starts a run when N new annotations arrived since the last published run's
+  snapshot and no run is active. Crowd imports and the general submit path
+  call it after every commit (``notify_on_commit``); the one-statement submits
+  compute the threshold in the same statement (``threshold_due_sql``) and call
+  it only when it is due.
 * ``sweep()`` (Celery beat, every minute) starts a run after T minutes with any
-  new annotation, fails runs whose heartbeat stopped and re-sends pending runs
-  whose message was lost.
+  new annotation or when N were reached without one starting (concurrent last
+  submits), fails runs whose heartbeat stopped and re-sends pending runs whose
+  message was lost.
 * ``request_run`` is "run now" (API, admin).
 
 At most one active run per project is enforced by the database (partial
@@ -115,6 +117,41 @@ def notify_on_commit(project_id: int) -> None:
     transaction.on_commit(partial(notify_new_annotations, project_id), robust=True)
 
 
+def threshold_due_sql(*, inserted_id: str) -> str:
+    """A result column for a one-statement submit: TRUE when, counting the
+    annotation it inserts (``inserted_id``, SQL, NULL when nothing was
+    inserted), the project has N new annotations since the last snapshot and
+    no run is active; the caller then runs ``notify_new_annotations`` after
+    commit, which re-checks authoritatively and starts the run.
+
+    Why in the statement: a separate check cost a round trip plus ~0.7 ms of
+    PostgreSQL planning on every submit, the platform's hottest request, and
+    per-process debouncing let multi-worker deployments miss the threshold.
+    Here the check rides on the submit. Its snapshot does not see the row being
+    inserted (hence ``>= N - 1``) nor submits committing at the same instant:
+    when the last few labels of a threshold arrive concurrently each may count
+    one short; the next submit or the sweep (every minute) then starts the run.
+    For large N the count (bounded by N) is only evaluated on 1 in N/50
+    annotation ids (a database sequence shared by every process), so a submit
+    reads at most ~50 index entries on average; a run then starts within N/50
+    annotations of the threshold. ``CASE`` guarantees the order of evaluation.
+    """
+    return f"""
+(SELECT CASE WHEN {inserted_id} IS NULL OR NOT p.is_active THEN FALSE
+             WHEN {inserted_id} %% GREATEST(p.retrain_every_n / 50, 1) <> 0 THEN FALSE
+             WHEN EXISTS (SELECT 1 FROM results_inferencerun r
+                          WHERE r.project_id = p.id AND r.status IN ('pending', 'running')) THEN FALSE
+             ELSE (SELECT count(*) FROM (
+                       SELECT 1 FROM labelling_annotation a
+                       WHERE a.project_id = p.id
+                         AND a.id > COALESCE((SELECT r.snapshot_annotation_id FROM results_inferencerun r
+                                              WHERE r.project_id = p.id AND r.status = 'published'
+                                              ORDER BY r.id DESC LIMIT 1), 0)
+                       LIMIT GREATEST(p.retrain_every_n - 1, 1)) AS bounded) >= p.retrain_every_n - 1
+        END
+ FROM projects_project p WHERE p.id = %(project)s)"""
+
+
 def _timer_due(project: Project, now: Any) -> bool:
     """Any annotation newer than the last snapshot that has waited T minutes?"""
     from labelling.models import Annotation
@@ -150,11 +187,19 @@ def sweep() -> dict[str, list[int]]:
             "project_id", flat=True
         )
     )
-    for project in Project.objects.filter(is_active=True, retrain_every_minutes__gt=0).exclude(id__in=busy):
-        if _timer_due(project, now):
-            run = request_run(project=project, trigger=RunTrigger.TIMER)
-            if run is not None:
-                started.append(run.pk)
+    for project in Project.objects.filter(is_active=True).exclude(id__in=busy):
+        # The threshold too: a submit's in-statement check can count one short
+        # when the threshold's last labels commit at the same instant.
+        n_new, _active, retrain_n, _is_active = new_annotations_count(project.pk)
+        if n_new > 0 and n_new >= max(retrain_n, 1):
+            trigger = RunTrigger.THRESHOLD
+        elif project.retrain_every_minutes > 0 and _timer_due(project, now):
+            trigger = RunTrigger.TIMER
+        else:
+            continue
+        run = request_run(project=project, trigger=trigger)
+        if run is not None:
+            started.append(run.pk)
     if failed or resent or started:
-        logger.info("sweep: failed stale %s, resent %s, timer runs %s", failed, resent, started)
+        logger.info("sweep: failed stale %s, resent %s, started runs %s", failed, resent, started)
     return {"failed": failed, "resent": resent, "started": started}

@@ -1,6 +1,11 @@
-"""The hand-built responses of next-task and submit (issue 3's load work)
-render exactly what the serializers render, and the live trigger
-still starts a run on the N-th submit."""
+"""The hot paths of next-task and submit (issue 3's load work): the hand-built
+responses render exactly what the serializers render, the token fast path
+(``api.hot``) answers exactly like the DRF view and refuses everyone the DRF
+view refuses, and the live trigger still starts a run on the N-th submit.
+
+Tests taking ``hot_client_for`` run twice: with DRF's forced authentication
+(the DRF view) and with a real ``Authorization: Token`` header (the fast path
+first, falling back to the DRF view)."""
 from __future__ import annotations
 
 from typing import Any
@@ -13,10 +18,29 @@ from projects.models import Item, Project
 from results.models import InferenceRun
 
 
+@pytest.fixture(params=["drf", "token"])
+def hot_client_for(request: Any, client_for: Any) -> Any:
+    """``hot_client_for(user)``: an APIClient for ``user``, force-authenticated
+    (param "drf") or sending the user's token (param "token")."""
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    def make(user: Any) -> APIClient:
+        if request.param == "drf":
+            return client_for(user)
+        client = APIClient()
+        token, _ = Token.objects.get_or_create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        return client
+
+    make.mode = request.param  # type: ignore[attr-defined]
+    return make
+
+
 def test_next_task_and_submit_payloads_match_the_serializers(
-    client_for: Any, project: Project, annotator: Any
+    hot_client_for: Any, project: Project, annotator: Any
 ) -> None:
-    client = client_for(annotator)
+    client = hot_client_for(annotator)
     task = client.post(f"/api/projects/{project.pk}/next-task/")
     assert task.status_code == 200, task.content
     assignment = Assignment.objects.select_related("item").get(pk=task.json()["assignment_id"])
@@ -44,8 +68,8 @@ def test_next_task_and_submit_payloads_match_the_serializers(
     assert Annotation.objects.filter(item__external_id=external_id, project=project).count() == 1
 
 
-def test_fast_submit_still_validates_the_label(client_for: Any, project: Project, annotator: Any) -> None:
-    client = client_for(annotator)
+def test_fast_submit_still_validates_the_label(hot_client_for: Any, project: Project, annotator: Any) -> None:
+    client = hot_client_for(annotator)
     external_id = client.post(f"/api/projects/{project.pk}/next-task/").json()["item"]["external_id"]
     bad = client.post(f"/api/projects/{project.pk}/annotations/", {"item": external_id, "label": "cow"}, format="json")
     assert bad.status_code == 400
@@ -77,7 +101,7 @@ def private_inference_queue() -> Any:
 
 @pytest.mark.django_db(transaction=True)
 def test_trigger_starts_a_run_on_the_nth_submit(
-    client_for: Any, project: Project, annotator: Any, private_inference_queue: str
+    hot_client_for: Any, project: Project, annotator: Any, private_inference_queue: str
 ) -> None:
     from tests.platform.factories import UserFactory
     from projects.models import Membership
@@ -89,7 +113,7 @@ def test_trigger_starts_a_run_on_the_nth_submit(
     crowd = [UserFactory(username=f"debounce{r}") for r in range(n)]
     for submitted, user in enumerate(crowd, start=1):
         Membership.objects.create(project=project, user=user)
-        client = client_for(user)
+        client = hot_client_for(user)
         external_id = client.post(f"/api/projects/{project.pk}/next-task/").json()["item"]["external_id"]
         response = client.post(
             f"/api/projects/{project.pk}/annotations/", {"item": external_id, "label": "cat"}, format="json"
@@ -100,9 +124,9 @@ def test_trigger_starts_a_run_on_the_nth_submit(
 
 
 def test_submit_bodies_outside_the_plain_form_still_go_through_the_serializer(
-    client_for: Any, project: Project, annotator: Any
+    hot_client_for: Any, project: Project, annotator: Any
 ) -> None:
-    client = client_for(annotator)
+    client = hot_client_for(annotator)
     external_id = client.post(f"/api/projects/{project.pk}/next-task/").json()["item"]["external_id"]
     negative = client.post(
         f"/api/projects/{project.pk}/annotations/",
@@ -140,3 +164,112 @@ def test_token_auth_on_the_hot_endpoints(project: Project, annotator: Any) -> No
         format="json",
     )
     assert refused.status_code == 401
+
+
+def _token_client(user: Any) -> Any:
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+    return client
+
+
+def test_token_submit_is_one_statement_and_next_task_saves_the_auth_queries(
+    project: Project, annotator: Any
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = _token_client(annotator)
+    with CaptureQueriesContext(connection) as next_queries:
+        task = client.post(f"/api/projects/{project.pk}/next-task/")
+    assert task.status_code == 200, task.content
+    # BEGIN, auth + membership lock + current lease, candidate, lease, COMMIT
+    # (the DRF view needs two more: token + user, project + membership).
+    assert len(next_queries) == 5, [q["sql"][:80] for q in next_queries.captured_queries]
+    with CaptureQueriesContext(connection) as submit_queries:
+        submit = client.post(
+            f"/api/projects/{project.pk}/annotations/",
+            {"item": task.json()["item"]["external_id"], "label": "dog"},
+            format="json",
+        )
+    assert submit.status_code == 201, submit.content
+    assert len(submit_queries) == 1, [q["sql"][:80] for q in submit_queries.captured_queries]
+    assert submit.json()["annotator"] == annotator.username
+    stored = Annotation.objects.get(pk=submit.json()["id"])
+    assert (stored.annotator_id, stored.label, stored.source) == (annotator.pk, "dog", "web")
+
+
+def test_token_fast_path_refuses_everyone_the_drf_view_refuses(
+    project: Project, annotator: Any, outsider: Any, requester: Any, other_requester: Any, admin_user: Any
+) -> None:
+    """Outsiders, the owner and admins (who manage but do not label), unknown
+    tokens and inactive users get the DRF view's answer, and nothing is written."""
+    task = _token_client(annotator).post(f"/api/projects/{project.pk}/next-task/")
+    external_id = task.json()["item"]["external_id"]
+    body = {"item": external_id, "label": "dog"}
+    expected = {outsider: 404, other_requester: 404, requester: 403, admin_user: 403}
+    for user, code in expected.items():
+        client = _token_client(user)
+        assert client.post(f"/api/projects/{project.pk}/next-task/").status_code == code, user.username
+        assert client.post(f"/api/projects/{project.pk}/annotations/", body, format="json").status_code == code
+    from rest_framework.test import APIClient
+
+    unknown = APIClient()
+    unknown.credentials(HTTP_AUTHORIZATION="Token " + "f" * 40)
+    assert unknown.post(f"/api/projects/{project.pk}/next-task/").status_code == 401
+    assert unknown.post(f"/api/projects/{project.pk}/annotations/", body, format="json").status_code == 401
+    assert not Annotation.objects.filter(project=project).exists()
+    assert Assignment.objects.filter(project=project).count() == 1  # only the member's lease
+
+
+def test_token_submit_without_the_callers_lease_falls_back_to_the_full_rules(
+    project: Project, annotator: Any, items: list[Item]
+) -> None:
+    """An item the caller holds no lease on (another member's, or none) is not
+    written by the fast path; the DRF view then answers 403 (no lease) or 404."""
+    from tests.platform.factories import UserFactory
+    from projects.models import Membership
+
+    other = UserFactory(username="second-member")
+    Membership.objects.create(project=project, user=other)
+    leased = _token_client(other).post(f"/api/projects/{project.pk}/next-task/").json()["item"]["external_id"]
+    response = _token_client(annotator).post(
+        f"/api/projects/{project.pk}/annotations/", {"item": leased, "label": "dog"}, format="json"
+    )
+    assert response.status_code == 403, response.content
+    assert "not assigned to you" in response.json()["detail"]
+    assert not Annotation.objects.filter(project=project).exists()
+    missing = _token_client(annotator).post(
+        f"/api/projects/{project.pk}/annotations/", {"item": "no-such-item", "label": "dog"}, format="json"
+    )
+    assert missing.status_code == 404
+
+
+def test_token_next_task_on_a_paused_project_is_204(project: Project, annotator: Any) -> None:
+    Project.objects.filter(pk=project.pk).update(is_active=False)
+    assert _token_client(annotator).post(f"/api/projects/{project.pk}/next-task/").status_code == 204
+    assert not Assignment.objects.filter(project=project).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sweep_starts_a_threshold_run_the_submits_missed(
+    project: Project, annotator: Any, items: list[Item], private_inference_queue: str
+) -> None:
+    """Backstop for the in-statement check: N labels that committed without a
+    run (here written directly, as when the last ones race) start one at the
+    next sweep, as a threshold run."""
+    from labelling.models import AnnotationSource
+    from live.triggers import sweep
+    from results.models import RunTrigger
+
+    Project.objects.filter(pk=project.pk).update(retrain_every_n=2, retrain_every_minutes=0)
+    for item in items[:2]:
+        Annotation.objects.create(project=project, item=item, annotator=annotator, label="dog",
+                                  source=AnnotationSource.WEB)
+    assert not InferenceRun.objects.filter(project=project).exists()
+    started = sweep()["started"]
+    run = InferenceRun.objects.get(project=project)
+    assert started == [run.pk] and run.trigger == RunTrigger.THRESHOLD
+    assert sweep()["started"] == []  # one active run per project
