@@ -26,10 +26,17 @@ The model (section 2.2.4):
 
 Training (section 2.2.5):
 
-1. DL-CL pre-training of the classifier: a crowd layer W_r (R x C x C) on top of the
-   classifier, cross-entropy on the observed annotations. W_r starts from one vectorised
-   Dawid-Skene pass and the classifier's first epochs fit the DS posterior (the same start
-   as CoNAL: it makes the defaults work on every crowd without tuning).
+1. Pre-training of the classifier with a crowd layer. Default (``pretrain="conal"``): a
+   CoNAL -- itself a crowd-layer model, common + individual noise layers mixed by omega --
+   is fitted through its API with the same classifier hyper-parameters; its classifier is
+   copied and its per-annotator omega-mixed confusions become the crowd layer W_r
+   (R x C x C). CrowdInG thus starts where CoNAL ends (and inherits CoNAL's improvements)
+   and its generative epochs add on top. Why not our own DL-CL pass: on the synthetic
+   crowd (strong individual noise, instance-dependent common noise) a per-annotator crowd
+   layer trained from a Dawid-Skene start stays in DS's label swaps that CoNAL's common
+   layer and EM re-estimation get out of (12-17 points at 40-60 % removal, BENCHMARKS.md).
+   ``pretrain="dlcl"`` keeps the earlier path: W_r from one vectorised Dawid-Skene pass,
+   the classifier's first epochs fit the DS posterior, then cross-entropy through W_r.
 2. Pre-training of the generator (likelihood of the observed annotations) and of D and Q
    (real vs. selected generated annotations).
 3. CrowdInG epochs. The current generative module is the logging policy G0: candidate
@@ -89,7 +96,7 @@ from inference.models._crowding_ops import (
 )
 from inference.models._torch import fit_inputs, torch_fit_context
 from inference.models.base import CrowdModel, ProgressFn, match_ids, report_progress
-from inference.models.conal import _ds_init
+from inference.models.conal import CoNAL, _ds_init
 
 __all__ = ["CrowdInG", "GeneratedAnnotation"]
 
@@ -266,10 +273,13 @@ class CrowdInG(CrowdModel):
     """CrowdInG on CPU, vectorised over sampled (item, annotator) pairs.
 
     Hyper-parameters (one set of defaults for every crowd; see BENCHMARKS.md):
-      pretrain_epochs: DL-CL classifier pre-training epochs over the labelled items;
-        ``None`` = about ``pretrain_steps`` optimiser steps, clipped to [5, 100].
-      pretrain_steps: steps aimed at when ``pretrain_epochs`` is None.
-      soft_epochs: share of the pre-training spent fitting the Dawid-Skene posterior first.
+      pretrain: "conal" (fit a CoNAL and start from its classifier and omega-mixed
+        confusions) or "dlcl" (our own DS-started crowd-layer pre-training).
+      pretrain_epochs: pre-training epochs over the labelled items (the CoNAL's ``epochs``
+        for "conal"); ``None`` = CoNAL's own schedule, or for "dlcl" about
+        ``pretrain_steps`` optimiser steps clipped to [5, 100].
+      pretrain_steps: "dlcl" steps aimed at when ``pretrain_epochs`` is None.
+      soft_epochs: "dlcl": share of the pre-training spent fitting the DS posterior first.
       gd_pretrain_epochs: generator + discriminator/Q pre-training epochs (each
         ``inner_steps`` steps).
       crowding_epochs: CrowdInG epochs (paper: the last 40 of training; 20 here to keep CPU
@@ -278,7 +288,8 @@ class CrowdInG(CrowdModel):
       batch_size: items per pre-training mini-batch; ``None`` = n_labelled / 16 in [32, 1024].
       lr: Adam learning rate of the pre-training.  lr_classifier / lr_generator /
         lr_discriminator: Adam learning rates of the CrowdInG epochs.
-      weight_decay: Adam L2 on the classifier and the generator MLP. ``None`` (default)
+      weight_decay: Adam L2 on the classifier and the generator MLP in CrowdInG's own
+        epochs ("conal" pre-training keeps CoNAL's weight decay). ``None`` (default)
         scales it with the input width per labelled item, 0.04 (D / N)^2 clipped to
         [1e-3, 1e-2]: a 512-d crowd of 1,000 items (LabelMe) over-fits without strong decay
         (1e-2), a 124-d crowd of 700 (Music) under-fits with it (best near 1e-3), and
@@ -316,6 +327,7 @@ class CrowdInG(CrowdModel):
     supports_warm_start: ClassVar[bool] = True
     epochs_param: ClassVar[str | None] = "crowding_epochs"
 
+    pretrain: Literal["conal", "dlcl"] = "conal"
     pretrain_epochs: int | None = None
     pretrain_steps: int = 600
     soft_epochs: float = 0.25
@@ -408,6 +420,8 @@ class CrowdInG(CrowdModel):
         for name in ("reg_lambda", "disc_l2", "classifier_anchor", "generator_anchor", "shrinkage"):
             if float(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.pretrain not in ("conal", "dlcl"):
+            raise ValueError(f"pretrain must be one of 'conal', 'dlcl'; got {self.pretrain!r}")
         if self.aggregate not in ("posterior", "generator", "classifier"):
             raise ValueError(
                 f"aggregate must be one of 'posterior', 'generator', 'classifier'; got {self.aggregate!r}"
@@ -487,14 +501,24 @@ class CrowdInG(CrowdModel):
         ).to(dev)
 
         warm = prev is not None and self._copy_from(net, prev, data)
-        soft, conf, _ = _ds_init(a_item, a_ann, a_lab, n_items, n_ann, n_cls)
-        if not warm:
+        conal_losses: list[float] = []
+        wd = self._weight_decay(n_features or int(self.item_embedding_dim), len(labelled))
+        if not warm and self.pretrain == "conal":
+            # Section 2.2.5's "classifier pre-trained with a crowd layer", done by CoNAL
+            # (a crowd-layer model: common + individual noise layers) through its public
+            # API, so CrowdInG starts where CoNAL ends and inherits its improvements.
+            n_gd, n_crowd = int(self.gd_pretrain_epochs), int(self.crowding_epochs)
+            soft, conal_losses = self._pretrain_with_conal(net, data, progress, n_gd + n_crowd)
+            n_pre = n_soft = 0
+        elif not warm:
+            soft, conf, _ = _ds_init(a_item, a_ann, a_lab, n_items, n_ann, n_cls)
             with torch.no_grad():
                 net.w_crowd.copy_(torch.from_numpy(np.log(conf)).float())
             n_pre = self._pretrain_epochs(len(labelled))
             n_soft = int(math.floor(self.soft_epochs * n_pre))
             n_gd, n_crowd = int(self.gd_pretrain_epochs), int(self.crowding_epochs)
         else:
+            soft = np.full((n_items, n_cls), 1.0 / n_cls)  # only the soft epochs read it
             n_pre, n_soft = int(self.warm_pretrain_epochs), 0
             n_gd, n_crowd = 0, int(self.warm_crowding_epochs)
 
@@ -507,11 +531,11 @@ class CrowdInG(CrowdModel):
             soft=torch.from_numpy(soft.astype(np.float32)).to(dev),
             labelled=torch.from_numpy(labelled).to(dev),
         )
-        total = n_pre + n_gd + n_crowd
-        self.loss_history_ = []
-        epoch = 0
+        # CoNAL's epochs count as the pre-training (history and progress start after them).
+        self.loss_history_ = list(conal_losses)
+        epoch = len(conal_losses)
+        total = epoch + n_pre + n_gd + n_crowd
 
-        wd = self._weight_decay(n_features or int(self.item_embedding_dim), len(labelled))
         # --- 1. DL-CL pre-training of the classifier (+ crowd layer)
         opt_pre = torch.optim.Adam(
             [
@@ -571,6 +595,50 @@ class CrowdInG(CrowdModel):
         self.n_epochs_ = total
         self._finalise(data, net, t, n_per_ann, rng, gen)
         self.fit_seconds_ = time.perf_counter() - t0
+
+    def _pretrain_with_conal(
+        self, net: _CrowdInGNet, data: CrowdData, progress: ProgressFn | None, n_after: int
+    ) -> tuple[np.ndarray, list[float]]:
+        """Fit a CoNAL with this model's classifier hyper-parameters and start from it.
+
+        Copies its classifier (same layers) and, per annotator r, its omega-mixed confusion
+        w_r pi^g + (1 - w_r) pi^r (w_r: r's mean omega over its annotations; (R, C, C))
+        into the crowd layer, whose softmax rows it becomes. Returns CoNAL's posterior
+        (N, C) and its loss per epoch; ``progress`` sees CoNAL's epochs as the first of
+        theirs + ``n_after``. CoNAL keeps its own weight decay and schedule: on LabelMe at 60 % removal,
+        forcing CrowdInG's stronger decay rule onto it cost 3 points (BENCHMARKS.md).
+        """
+        conal = CoNAL(
+            epochs=None if self.pretrain_epochs is None else int(self.pretrain_epochs),
+            lr=float(self.lr),
+            hidden=int(self.hidden),
+            dropout=float(self.dropout),
+            item_embedding_dim=int(self.item_embedding_dim),
+            shrinkage=float(self.shrinkage),
+            seed=int(self.seed),
+            device=self.device,
+            num_threads=int(self.num_threads),
+        )
+
+        def conal_progress(epoch: int, total: int, loss: float) -> None:
+            report_progress(progress, epoch, total + n_after, loss)
+
+        conal.fit(data, progress=conal_progress)
+        # The fitted network itself: CoNAL exposes no public weights accessor, and its
+        # classifier is the part CrowdInG shares (same package, same layer list).
+        src = conal._net
+        if src is None or conal.common_confusion_ is None or conal.annotator_omega_ is None:
+            raise ValueError("the CoNAL pre-training left no network")  # pragma: no cover
+        omega = np.asarray(conal.annotator_omega_, np.float64)[:, None, None]
+        mixed = omega * conal.common_confusion_[None] + (1.0 - omega) * conal.confusions_
+        with torch.no_grad():
+            # Same layer list (Linear, BatchNorm, ReLU, dropout, Linear): the state dicts
+            # share their keys, and a CoNAL whose classifier changed shape fails loudly here.
+            net.classifier.load_state_dict(src.classifier.state_dict())
+            if net.item_embedding is not None and src.item_embedding is not None:
+                net.item_embedding.weight.copy_(src.item_embedding.weight)
+            net.w_crowd.copy_(torch.from_numpy(np.log(np.clip(mixed, _EPS, None))).float())
+        return np.asarray(conal.posterior_probas_, np.float64), list(conal.loss_history_)
 
     def _log(self, progress: ProgressFn | None, epoch: int, total: int, loss: float) -> None:
         self.loss_history_.append(float(loss))

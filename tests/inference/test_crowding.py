@@ -135,7 +135,9 @@ def test_shapes_and_probability_sums(crowd: SyntheticCrowd, fitted: CrowdInG) ->
         np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-9)
     assert fitted.confusions_.shape == (r, c, c)
     np.testing.assert_allclose(fitted.confusions_.sum(2), 1.0, atol=1e-9)
-    assert len(fitted.loss_history_) == fitted.n_epochs_ == 6 + 1 + 2
+    # CoNAL pre-training (6 epochs + 1 on the DS posterior), then 1 G/D pre-training and
+    # 2 CrowdInG epochs.
+    assert len(fitted.loss_history_) == fitted.n_epochs_ == (6 + 1) + 1 + 2
     assert np.isfinite(fitted.loss_history_).all()
     np.testing.assert_allclose(fitted.lca_adjacency_, fitted.lca_adjacency_.T)
     test_p = fitted.predict_proba(crowd.test_features)
@@ -251,3 +253,38 @@ def test_cli_end_to_end_writes_generated_csv(tmp_path: Path) -> None:
     assert run["model"] == "crowding" and run["params"]["crowding_epochs"] == 2
     with (out / "labels.csv").open(newline="") as fh:
         assert len(list(csv.DictReader(fh))) == d.n_items
+
+
+def test_conal_pretraining_is_the_start(crowd: SyntheticCrowd) -> None:
+    """With no CrowdInG epochs the model is exactly the CoNAL it pre-trained with: same
+    classifier, and the crowd layer is CoNAL's omega-mixed confusion per annotator."""
+    from inference.models.conal import CoNAL
+
+    conal = CoNAL(seed=0, epochs=6, num_threads=1).fit(crowd.data)
+    start = CrowdInG(seed=0, **{**FAST, "gd_pretrain_epochs": 0, "crowding_epochs": 0}).fit(crowd.data)
+    # Same classifier; CrowdInG's probabilities only differ by its calibration temperature.
+    np.testing.assert_array_equal(
+        start.predict_proba(crowd.test_features).argmax(1), conal.predict_proba(crowd.test_features).argmax(1)
+    )
+    omega = conal.annotator_omega_[:, None, None]
+    mixed = omega * conal.common_confusion_[None] + (1 - omega) * conal.confusions_
+    np.testing.assert_allclose(start.confusions_, mixed, atol=1e-5)
+    assert start.loss_history_ == conal.loss_history_
+
+
+def test_dlcl_pretraining_still_runs(crowd: SyntheticCrowd) -> None:
+    model = CrowdInG(seed=0, pretrain="dlcl", **FAST).fit(crowd.data)
+    assert len(model.loss_history_) == model.n_epochs_ == 6 + 1 + 2
+    assert (model.labels_ == crowd.true_labels).mean() > 0.6
+
+
+def test_progress_covers_the_conal_epochs(crowd: SyntheticCrowd) -> None:
+    seen: list[tuple[int, int]] = []
+    model = CrowdInG(seed=0, **FAST).fit(crowd.data, progress=lambda e, t, _loss: seen.append((e, t)))
+    assert [e for e, _ in seen] == list(range(1, model.n_epochs_ + 1))
+    assert {t for _, t in seen} == {model.n_epochs_}
+
+
+def test_bad_pretrain_rejected() -> None:
+    with pytest.raises(ValueError, match="pretrain"):
+        CrowdInG(pretrain="ds")  # type: ignore[arg-type]
