@@ -222,6 +222,13 @@ def reset(url: str) -> None:
 
 
 LUA_COMMON = r"""
+local ffi = require("ffi")
+ffi.cdef[[ typedef struct { long tv_sec; long tv_nsec; } cl_timespec; int clock_gettime(int, cl_timespec*); ]]
+local ts = ffi.new("cl_timespec")
+local function now_us()
+  ffi.C.clock_gettime(1, ts)  -- CLOCK_MONOTONIC
+  return tonumber(ts.tv_sec) * 1e6 + tonumber(ts.tv_nsec) / 1e3
+end
 local threads = {}
 local counter = 0
 function setup(thread)
@@ -229,9 +236,46 @@ function setup(thread)
   table.insert(threads, thread)
   counter = counter + 1
 end
+-- Open loop (--rate): each connection sends on a fixed schedule of one request
+-- every INTERVAL_US (staggered across connections), whatever the server does,
+-- and a request's latency counts from its SCHEDULED send time, so a stalled
+-- server cannot hide its backlog (coordinated omission). INTERVAL_US = 0:
+-- closed loop, each connection sends as soon as its previous answer came.
+local interval = INTERVAL_US
+local next_at = nil
+local sched = 0
+local sent = 0
+local seen = 0
+lat = {}
+kinds = {}
+function delay()
+  if interval == 0 then return 0 end
+  local now = now_us()
+  if next_at == nil then next_at = now + (id % CLIENTS) * interval / CLIENTS end
+  local wait = (next_at - now) / 1000
+  if wait < 0 then return 0 end
+  return wait
+end
+local function stamp()
+  sent = now_us()
+  if interval == 0 or next_at == nil then sched = sent
+  else sched = next_at; next_at = next_at + interval end
+end
+local function record(kind)
+  seen = seen + 1
+  -- The first answer per connection is skipped: all connections send their
+  -- first request at once, before the schedule starts.
+  if seen == 1 then return end
+  table.insert(lat, now_us() - math.min(sched, sent))
+  table.insert(kinds, kind)
+end
 function done(summary, latency, requests)
   local bad = 0
-  for _, t in ipairs(threads) do bad = bad + t:get("bad") end
+  for _, t in ipairs(threads) do
+    bad = bad + t:get("bad")
+    local l, k = t:get("lat"), t:get("kinds")
+    for i = 1, #l do io.write(string.format("LAT %s %.0f\n", k[i], l[i])) end
+  end
   io.write(string.format("RESULT %d %d %d %d %d %d %d %d %d\n",
     summary.requests, summary.duration, bad,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
@@ -249,12 +293,14 @@ function init(args)
   j = tonumber(args[1]) or 0
 end
 function request()
+  stamp()
   local body = string.format('{"item": "s%d-%d", "label": "dog", "time_spent_ms": 900}', id, j)
   j = j + 1
   return wrk.format("POST", "/api/projects/PROJECT/annotations/",
     {["Authorization"] = token, ["Content-Type"] = "application/json"}, body)
 end
 function response(status, headers, body)
+  record("submit")
   if status ~= 201 then bad = bad + 1 end
 end
 """
@@ -266,6 +312,7 @@ function init(args)
   token = "Token " .. string.format("benchn%034d", id)
 end
 function request()
+  stamp()
   if pending then
     local body = string.format('{"item": "%s", "label": "cat"}', pending)
     return wrk.format("POST", "/api/projects/PROJECT/annotations/",
@@ -274,6 +321,7 @@ function request()
   return wrk.format("POST", "/api/projects/PROJECT/next-task/", {["Authorization"] = token})
 end
 function response(status, headers, body)
+  record(pending and "submit" or "next-task")
   if pending then
     if status ~= 201 then bad = bad + 1 end
     pending = nil
@@ -362,7 +410,12 @@ def run_scenario(name: str, lua: str, args: argparse.Namespace, env: dict[str, s
     workdir = Path(tempfile.mkdtemp(prefix=f"core-bench-{name}-"))
     access_log = workdir / "access.log"
     script = workdir / f"{name}.lua"
-    script.write_text(lua.replace("PROJECT", str(project_id)))
+    interval_us = 0 if not args.rate else round(args.clients / args.rate * 1e6)
+    script.write_text(
+        lua.replace("PROJECT", str(project_id)).replace("INTERVAL_US", str(interval_us)).replace("CLIENTS", str(args.clients))
+    )
+    warm_script = workdir / f"{name}-warm.lua"
+    warm_script.write_text(lua.replace("PROJECT", str(project_id)).replace("INTERVAL_US", "0").replace("CLIENTS", "4"))
     gunicorn = subprocess.Popen(
         [
             str(Path(PY).parent / "gunicorn"),
@@ -386,7 +439,7 @@ def run_scenario(name: str, lua: str, args: argparse.Namespace, env: dict[str, s
         wait_for_port(args.port)
         # Warm-up: import paths, connections, caches (not measured).
         subprocess.run(
-            ["wrk", "-t4", "-c4", "-d3s", "-s", str(script), f"http://127.0.0.1:{args.port}", "--", "2500"],
+            ["wrk", "-t4", "-c4", "-d3s", "-s", str(warm_script), f"http://127.0.0.1:{args.port}", "--", "2500"],
             check=True, capture_output=True, text=True,
         )
         # Let the warm-up's in-flight requests finish: a submit still running
@@ -423,9 +476,22 @@ def run_scenario(name: str, lua: str, args: argparse.Namespace, env: dict[str, s
     if match is None:
         raise RuntimeError(f"wrk output without RESULT line:\n{out}")
     requests, duration_us, bad, sock_errors, non2xx, p50, p95, p99, lmax = map(int, match.group(1).split())
+    latencies: dict[str, list[float]] = {"all": []}
+    for kind, micros in re.findall(r"^LAT (\S+) (\d+)$", out, re.M):
+        latencies.setdefault(kind, []).append(int(micros) / 1000)
+        latencies["all"].append(int(micros) / 1000)
     time.sleep(0.5)
     result = {
         "scenario": name,
+        "mode": f"open loop, {args.rate:g} req/s offered" if args.rate else "closed loop",
+        "offered_rps": args.rate,
+        # From the scheduled send time (open loop) or the actual send (closed
+        # loop); the first answer per connection is left out.
+        "latency_ms": {
+            kind: {"n": len(ms), "p50": percentile(ms, 50), "p95": percentile(ms, 95), "p99": percentile(ms, 99),
+                   "max": max(ms) if ms else float("nan")}
+            for kind, ms in latencies.items()
+        },
         "requests": requests,
         "rps": requests / (duration_us / 1e6),
         "bad_status": bad,
@@ -451,8 +517,13 @@ def print_result(result: dict[str, Any]) -> None:
         f"errors: {result['bad_status']} unexpected status + {result['socket_errors']} socket; "
         f"load before {result['loadavg_before'][0]:.2f}"
     )
+    for kind, lat in result["latency_ms"].items():
+        print(
+            f"   client {kind:>9} ({result['mode']}): n={lat['n']:,}  p50 {lat['p50']:.1f} ms  p95 {lat['p95']:.1f} ms  "
+            f"p99 {lat['p99']:.1f} ms  max {lat['max']:.1f} ms"
+        )
     print(
-        f"   client (wrk, all requests): p50 {result['client_p50_ms']:.1f} ms  p95 {result['client_p95_ms']:.1f} ms  "
+        f"   client (wrk's own, from actual send, all requests): p50 {result['client_p50_ms']:.1f} ms  p95 {result['client_p95_ms']:.1f} ms  "
         f"p99 {result['client_p99_ms']:.1f} ms  max {result['client_max_ms']:.1f} ms"
     )
     print(
@@ -484,6 +555,11 @@ def main() -> None:
         help="gunicorn access log for the server-side split per endpoint (costs server CPU; --no-access-log for the "
         "throughput figure)",
     )
+    parser.add_argument(
+        "--rate", type=float, default=0,
+        help="open loop: offer this many requests/s in total, evenly over the clients, and measure latency from "
+        "each request's scheduled send time (0: closed loop, each client sends when its previous answer came)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.clients > N_CLIENTS:
@@ -511,7 +587,8 @@ def main() -> None:
     with psycopg.connect(url) as conn:
         n = conn.execute("SELECT count(*) FROM labelling_annotation").fetchone()[0]
     print(f"bench database {args.db}: {n:,} annotations stored; {os.cpu_count()} CPUs; "
-          f"gunicorn {args.workers} workers × {args.threads} threads; {args.clients} clients × {args.duration} s")
+          f"gunicorn {args.workers} workers × {args.threads} threads; {args.clients} clients × {args.duration} s; "
+          + (f"open loop at {args.rate:g} req/s" if args.rate else "closed loop"))
 
     scenarios = {"submit": LUA_SUBMIT, "next-task": LUA_NEXT}
     chosen = list(scenarios) if args.scenario == "both" else [args.scenario]

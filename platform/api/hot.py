@@ -27,6 +27,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
+from crowdlab.db import prepared_cursor
 from labelling import services as labelling_services
 from live.triggers import threshold_due_sql
 from projects.models import Project
@@ -104,7 +105,7 @@ def submit_fast(request: HttpRequest, project_pk: int) -> HttpResponse | None:
     if data is None:
         return None
     now = timezone.now()
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             _SUBMIT_SQL,
             {
@@ -134,7 +135,7 @@ def next_task_fast(request: HttpRequest, project_pk: int) -> HttpResponse | None
         return None
     now = timezone.now()
     with transaction.atomic():
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute(_NEXT_SQL, {"key": key, "project": project_pk, "now": now})
             row = cursor.fetchone()
         if row is None:

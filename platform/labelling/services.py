@@ -21,6 +21,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from crowdlab.db import prepared_cursor
 from live.triggers import notify_on_commit, threshold_due_sql
 from projects.models import Item, Membership, Project
 
@@ -126,7 +127,7 @@ def next_task(*, project: Project, annotator: AbstractBaseUser) -> Assignment | 
     # Locking the membership row serialises one annotator's concurrent
     # requests, so they hold at most one active lease per project.
     now = timezone.now()
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_MEMBER_LEASE_SQL, {"project": project.pk, "annotator": annotator.pk, "now": now})
         row = cursor.fetchone()
     if row is None:
@@ -161,7 +162,7 @@ def next_task_for_locked_member(
         "expires": now + dt.timedelta(seconds=project.lease_seconds),
     }
     rejected: list[int] = []
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         for _ in range(MAX_SCAN_ROUNDS):
             params["exclude"] = rejected
             # Fast path: skip rows other annotators are leasing right now.
@@ -369,7 +370,7 @@ def annotation_submit_leased(
     if time_spent_ms is not None and (not isinstance(time_spent_ms, int) or time_spent_ms < 0):
         raise ValidationError({"time_spent_ms": "must be a non-negative integer (milliseconds)."})
     now = timezone.now()
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             _SUBMIT_FAST_SQL,
             {

@@ -1,0 +1,30 @@
+"""Database helpers shared by the apps."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import connection
+
+
+def prepared_cursor() -> Any:
+    """A cursor whose statements PostgreSQL plans once per connection.
+
+    Why: the annotator hot path runs a few large CTE statements thousands of
+    times a second, and planning them cost ~4x their execution (measured:
+    ~1.4 ms vs ~0.3 ms of PostgreSQL CPU per submit). psycopg 3's server-side
+    binding cursor prepares a statement after ``prepare_threshold`` (5)
+    executions on a connection and then reuses the plan. The rest of the code
+    base keeps Django's client-side binding cursor (its SQL relies on it).
+
+    The cursor is wrapped like ``connection.cursor()`` (Django's error
+    translation and query logging, so ``CaptureQueriesContext`` sees it) and
+    joins the current transaction. Other backends (SQLite) get a plain cursor.
+    Note: prepared statements need session pooling; a transaction-mode
+    pgbouncer in front of PostgreSQL would need ``prepare_threshold=None``.
+    """
+    if connection.vendor != "postgresql":
+        return connection.cursor()
+    import psycopg
+
+    connection.ensure_connection()
+    return connection._prepare_cursor(psycopg.Cursor(connection.connection))
