@@ -71,6 +71,13 @@ TEMPLATES = [
 DATABASES = {
     "default": env_database("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/crowdlab"),
 }
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # Server-side prepared statements for ``crowdlab.db.prepared_cursor`` (the
+    # annotator hot path); Django's own cursors bind client-side and are not
+    # prepared. 0 disables them (e.g. behind a transaction-mode pgbouncer).
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
+        env_int("DATABASE_PREPARE_THRESHOLD", 5, minimum=0) or None
+    )
 # Parallel test runs on one server each need their own test database.
 DATABASES["default"]["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME", "test_crowdlab")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
