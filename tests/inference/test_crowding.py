@@ -255,9 +255,10 @@ def test_cli_end_to_end_writes_generated_csv(tmp_path: Path) -> None:
         assert len(list(csv.DictReader(fh))) == d.n_items
 
 
-def test_conal_pretraining_is_the_start(crowd: SyntheticCrowd) -> None:
+def test_conal_pretraining_is_the_start(crowd: SyntheticCrowd, fitted: CrowdInG) -> None:
     """With no CrowdInG epochs the model is exactly the CoNAL it pre-trained with: same
-    classifier, and the crowd layer is CoNAL's omega-mixed confusion per annotator."""
+    classifier, and the crowd layer is CoNAL's omega-mixed confusion per annotator; the
+    CrowdInG epochs keep that crowd layer (lr_crowd_layer=0) unless asked to train it."""
     from inference.models.conal import CoNAL
 
     conal = CoNAL(seed=0, epochs=6, num_threads=1).fit(crowd.data)
@@ -270,6 +271,9 @@ def test_conal_pretraining_is_the_start(crowd: SyntheticCrowd) -> None:
     mixed = omega * conal.common_confusion_[None] + (1 - omega) * conal.confusions_
     np.testing.assert_allclose(start.confusions_, mixed, atol=1e-5)
     assert start.loss_history_ == conal.loss_history_
+    np.testing.assert_allclose(fitted.confusions_, mixed, atol=1e-5)
+    trained = CrowdInG(seed=0, lr_crowd_layer=1e-2, **FAST).fit(crowd.data)
+    assert np.abs(trained.confusions_ - mixed).max() > 1e-3
 
 
 def test_dlcl_pretraining_still_runs(crowd: SyntheticCrowd) -> None:
@@ -288,3 +292,20 @@ def test_progress_covers_the_conal_epochs(crowd: SyntheticCrowd) -> None:
 def test_bad_pretrain_rejected() -> None:
     with pytest.raises(ValueError, match="pretrain"):
         CrowdInG(pretrain="ds")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="lr_crowd_layer"):
+        CrowdInG(lr_crowd_layer=-1.0)
+
+
+def test_temperature_uses_the_other_labels() -> None:
+    """Leave-one-out calibration: with two agreeing reliable labels per item and a prior
+    that points the other way, a labels-only view wins (prior flattened: high T); when the
+    prior agrees with the labels it is sharpened (low T)."""
+    from inference.models.crowding import _fit_temperature
+
+    a_item = np.repeat(np.arange(50), 2)
+    lik = np.tile([[0.9, 0.1]], (100, 1))  # every label says class 0 with a 0.9 / 0.1 annotator
+    wrong = np.tile([[0.0, 2.0]], (50, 1))
+    right = np.tile([[2.0, 0.0]], (50, 1))
+    assert _fit_temperature(wrong, lik, a_item) == pytest.approx(4.0)
+    assert _fit_temperature(right, lik, a_item) == pytest.approx(0.25)
+    assert _fit_temperature(right, lik[:0], a_item[:0]) == 1.0
