@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from inference.data import CrowdData
+from inference.models.conal import weight_decay_rule
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -123,10 +124,11 @@ def accuracy(pred: np.ndarray, gold: np.ndarray) -> float:
 class TwoStageClassifier:
     """The "DS labels -> the same classifier" baseline: CoNAL's classifier architecture
     (FC 128 + BatchNorm + ReLU + dropout 0.5) trained by cross-entropy on hard labels,
-    with CoNAL's optimiser, learning rate, weight decay and step budget."""
+    with CoNAL's optimiser, learning rate, weight decay (the same data-shape rule when
+    ``weight_decay`` is None) and step budget."""
 
     def __init__(self, *, hidden: int = 128, dropout: float = 0.5, lr: float = 0.01,
-                 weight_decay: float = 1e-3, target_steps: int = 400, seed: int = 0) -> None:
+                 weight_decay: float | None = None, target_steps: int = 400, seed: int = 0) -> None:
         self.hidden, self.dropout, self.lr, self.weight_decay = hidden, dropout, lr, weight_decay
         self.target_steps, self.seed = target_steps, seed
 
@@ -141,7 +143,8 @@ class TwoStageClassifier:
             nn.Linear(x.shape[1], self.hidden), nn.BatchNorm1d(self.hidden), nn.ReLU(),
             nn.Dropout(self.dropout), nn.Linear(self.hidden, n_classes),
         )
-        opt = torch.optim.Adam(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        wd = weight_decay_rule(x.shape[1], len(x)) if self.weight_decay is None else float(self.weight_decay)
+        opt = torch.optim.Adam(self.net_.parameters(), lr=self.lr, weight_decay=wd)
         n = len(xt)
         batch = int(np.clip(n // 16, 32, 4096))
         epochs = int(np.clip(round(self.target_steps / max(1, math.ceil(n / batch))), 5, 200))

@@ -90,6 +90,7 @@ def run_crowd(crowd: Crowd, seed: int) -> list[Row]:
     test_acc = None
     if crowd.test_features is not None and crowd.test_labels is not None:
         test_acc = accuracy(model.predict_proba(crowd.test_features).argmax(1), crowd.test_labels)
+    extra["tau"] = model.label_weight_
     add(CONAL_POST, cn, model.posterior_probas_.argmax(1), test_acc=test_acc, **extra)
     assert model.classifier_probas_ is not None
     add(CONAL_CLF, cn, model.classifier_probas_.argmax(1), test_acc=test_acc, **extra)
@@ -155,6 +156,7 @@ def scale_worker(method: str) -> dict[str, Any]:
     out["acc"] = accuracy(labels, s.true_labels)
     if method == "conal":
         out["epochs"] = model.n_epochs_
+        out["label_weight"] = model.label_weight_
         # Warm start: 1% new annotations (on existing items, from existing annotators plus
         # one new annotator) and a warm refit from the cold model.
         rng = np.random.default_rng(1)
@@ -239,6 +241,17 @@ def detail_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def tau_line(rows: list[Row]) -> str:
+    """CoNAL's label weight tau (chosen without gold) per crowd, one value per seed."""
+    by: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        if r["method"] == CONAL_POST and r.get("tau") is not None:
+            by[r["crowd"]].append(r["tau"])
+    return "CoNAL label weight tau per seed: " + "; ".join(
+        f"{c} {', '.join(f'{t:g}' for t in ts)}" for c, ts in by.items()
+    )
+
+
 def synthetic_summary(rows: list[Row]) -> str:
     by: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     mae: dict[str, list[float]] = defaultdict(list)
@@ -320,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parts = [f"Command: `python -m bench.aggregation {' '.join(argv if argv is not None else sys.argv[1:])}`", ""]
     if rows:
-        parts += ["### Per crowd (mean ± sd over seeds)", "", detail_table(rows), "", REFERENCE, ""]
+        parts += ["### Per crowd (mean ± sd over seeds)", "", detail_table(rows), "", tau_line(rows), "", REFERENCE, ""]
         summ = synthetic_summary(rows)
         if summ:
             parts += ["### Synthetic crowds: aggregated accuracy % (mean over seeds)", "", summ, ""]

@@ -25,6 +25,20 @@ Implementation notes (the *why*):
   Individual confusions of annotators with few labels are over-fitted, so in the posterior
   they are shrunk towards the common matrix in proportion to the annotator's label count:
   pi~^r = (n_r pi^r + k pi^g) / (n_r + k), with k = ``shrinkage``.
+* The posterior weights the labels' log-likelihood by tau (``label_weight_``):
+  log p(z | x_i) + tau * sum_a log p(y_a | z). The classifier was trained on the same
+  labels, so tau = 1 can count them twice (LabelMe: posterior 83 % < classifier 85 %),
+  while on crowds where the noise model carries the information (Music, Sentiment, the
+  synthetic ones) tau near 1 wins by 4-14 points. Rather than a global constant, tau is
+  chosen per fit WITHOUT gold, by probe fits: a share ``holdout`` of the annotations
+  (never an item's first one) is kept out of a probe's training and tau is scored by
+  their log predictive probability p(y_a | x_i, the item's other labels) over a small
+  grid (tau = 0 is the classifier). The largest tau within two standard errors of the
+  best score wins (tau = 1, the model's own posterior, is the default a smaller tau must
+  beat clearly). Up to ``probe_folds`` probes with different seeds (different held-out
+  sets) pool their scores until 1,000 held-out labels are reached; each probe trains on
+  at most ``probe_items`` labelled items, so the probes cost a bounded share of a large
+  fit. The main fit then trains on every annotation and uses that tau.
 * Items without features get a learned per-item embedding as classifier input.
 """
 from __future__ import annotations
@@ -46,6 +60,12 @@ from inference.models.base import CrowdModel, ProgressFn, match_ids, report_prog
 __all__ = ["CoNAL"]
 
 _EPS = 1e-10
+#: Candidate label weights tau for the posterior (0 = the classifier's prediction alone).
+_LABEL_WEIGHTS = (0.0, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0)
+#: Below this many held-out annotations the criterion is too noisy: train on all, tau = 1.
+_MIN_HELD_OUT = 20
+#: Held-out annotations after which no further probe fold is run (large crowds need one).
+_PROBE_ENOUGH = 1000
 
 
 def _softmax(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -212,7 +232,11 @@ class CoNAL(CrowdModel):
         (about ``target_steps`` optimiser steps in total, clipped to [5, 200]).
       target_steps: optimiser steps aimed at when ``epochs`` is None.
       batch_size: items per mini-batch; ``None`` = n_labelled / 16 clipped to [32, 4096].
-      lr: Adam learning rate.  weight_decay: Adam L2 on the classifier and embeddings.
+      lr: Adam learning rate.
+      weight_decay: Adam L2 on the classifier (and item embeddings); ``None`` = the
+        data-shape rule 0.04 (D / N)^2 clipped to [1e-3, 1e-2] (D = classifier input width,
+        N = labelled items), the rule CrowdInG uses: wide inputs on few items (LabelMe,
+        512-d on 1k items) need ten times the decay of the 1e-3 that suits the rest.
       hidden: classifier hidden units (paper: 128).  dropout: classifier dropout (paper: 0.5).
       embedding_dim: annotator/instance embedding size of the auxiliary network.
       item_embedding_dim: classifier input size for crowds without features.
@@ -226,6 +250,11 @@ class CoNAL(CrowdModel):
         classifier's prediction as item prior (see ``_refine_noise_layers``).
       shrinkage: pseudo-count k shrinking individual confusions toward the common matrix
         in the aggregation posterior.
+      label_weight: tau, the weight of the labels' log-likelihood in the posterior;
+        ``None`` = chosen on held-out annotations (see the module docstring).
+      holdout: share of the annotations the probe fit holds out to choose tau (only when
+        ``label_weight`` is None, on cold fits; a warm refit keeps the previous tau).
+      probe_items: most labelled items (a seeded sample) the probe fit trains on.
       aggregate: "posterior" (classifier prior x the item's labels through the noise
         model) or "classifier" (the classifier's prediction) for ``labels_``/``probas_``.
       warm_epochs: epochs of a warm-started refit (``fit(init=...)``).
@@ -244,7 +273,7 @@ class CoNAL(CrowdModel):
     target_steps: int = 400
     batch_size: int | None = None
     lr: float = 0.01
-    weight_decay: float = 1e-3
+    weight_decay: float | None = None
     hidden: int = 128
     dropout: float = 0.5
     embedding_dim: int = 20
@@ -256,6 +285,10 @@ class CoNAL(CrowdModel):
     pretrain_epochs: int | None = None
     refine_init: bool = True
     shrinkage: float = 5.0
+    label_weight: float | None = None
+    holdout: float = 0.1
+    probe_items: int = 5000
+    probe_folds: int = 3
     aggregate: Literal["posterior", "classifier"] = "posterior"
     warm_epochs: int = 2
     warm_replay: float = 0.05
@@ -269,6 +302,7 @@ class CoNAL(CrowdModel):
 
     _extra_fitted: ClassVar[tuple[str, ...]] = (
         "posterior_probas_",
+        "label_weight_",
         "item_counts_",
         "feature_mean_",
         "feature_scale_",
@@ -291,6 +325,10 @@ class CoNAL(CrowdModel):
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.shrinkage < 0:
             raise ValueError(f"shrinkage must be >= 0, got {self.shrinkage}")
+        if self.label_weight is not None and not 0.0 <= float(self.label_weight) <= 1.0:
+            raise ValueError(f"label_weight must be in [0, 1] or None, got {self.label_weight}")
+        if not 0.0 <= self.holdout < 1.0:
+            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
         if int(self.warm_epochs) < 1:
             raise ValueError(f"warm_epochs must be >= 1, got {self.warm_epochs}")
         if not 0.0 <= self.warm_replay <= 1.0:
@@ -298,6 +336,7 @@ class CoNAL(CrowdModel):
         if int(self.num_threads) < 1:
             raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
         self._net: _CoNALNet | None = None
+        self._label_scores: np.ndarray | None = None  # (T, H) set by a fit that held labels out
 
     # ------------------------------------------------------------------ fit
     def fit(
@@ -309,10 +348,44 @@ class CoNAL(CrowdModel):
     ) -> CoNAL:
         prev = self._check_init(init)
         with torch_fit_context(num_threads=self.num_threads, seed=self.seed):
-            self._fit(data, prev, progress)  # type: ignore[arg-type]
+            tau = self.label_weight
+            if tau is None and prev is None and self.holdout > 0:
+                tau = self._probe_label_weight(data)
+            self._fit(data, prev, progress, tau)  # type: ignore[arg-type]
         return self
 
-    def _fit(self, data: CrowdData, prev: CoNAL | None, progress: ProgressFn | None) -> None:
+    def _probe_label_weight(self, data: CrowdData) -> float:
+        """tau from a probe fit with held-out annotations (see the module docstring), on a
+        seeded sample of at most ``probe_items`` labelled items."""
+        rng = np.random.default_rng([int(self.seed), 1])
+        labelled = np.flatnonzero(np.bincount(data.item_idx, minlength=data.n_items) > 0)
+        sub = data
+        if len(labelled) > int(self.probe_items):
+            keep_items = np.sort(rng.choice(labelled, size=int(self.probe_items), replace=False))
+            new_idx = np.full(data.n_items, -1, dtype=np.int64)
+            new_idx[keep_items] = np.arange(len(keep_items))
+            keep = new_idx[data.item_idx] >= 0
+            sub = CrowdData(
+                items=tuple(data.items[i] for i in keep_items),
+                annotators=data.annotators,
+                classes=data.classes,
+                item_idx=new_idx[data.item_idx[keep]],
+                annotator_idx=data.annotator_idx[keep],
+                label_idx=data.label_idx[keep],
+                features=None if data.features is None else data.features[keep_items],
+                annotator_features=data.annotator_features,
+            )
+        scores = []
+        for k in range(int(self.probe_folds)):
+            probe = CoNAL(**{**self.get_params(), "label_weight": None, "seed": int(self.seed) + 7919 * k})
+            probe._fit(sub, None, None, None)
+            if getattr(probe, "_label_scores", None) is not None:
+                scores.append(probe._label_scores)
+                if sum(sc.shape[1] for sc in scores) >= _PROBE_ENOUGH:
+                    break  # enough held-out labels for a stable choice: skip further folds
+        return _choose_tau(np.concatenate(scores, 1)) if scores else 1.0
+
+    def _fit(self, data: CrowdData, prev: CoNAL | None, progress: ProgressFn | None, tau: float | None) -> None:
         t0 = self._start_fit(data)
         rng = np.random.default_rng(int(self.seed))
         gen = torch.Generator().manual_seed(int(self.seed))
@@ -332,6 +405,11 @@ class CoNAL(CrowdModel):
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         self.item_counts_ = counts.astype(np.int64)
         labelled = np.nonzero(counts > 0)[0]
+        # Training sees every annotation but the held-out ones (CSR again, still by item).
+        held = self._holdout_mask(a_item, starts, rng) if prev is None and tau is None else np.zeros(len(a_item), dtype=bool)
+        tr_item, tr_ann, tr_lab = a_item[~held], a_ann[~held], a_lab[~held]
+        tr_counts = np.bincount(tr_item, minlength=n_items)
+        tr_starts = np.concatenate([[0], np.cumsum(tr_counts)[:-1]])
 
         net = self._build_net(
             n_items=n_items,
@@ -351,7 +429,7 @@ class CoNAL(CrowdModel):
             n_epochs, n_pre = self._schedule(len(labelled))
             if self.init_method == "ds":
                 # 10 EM steps: only a start (refined again after pre-training), but fewer let DS label swaps through.
-                soft_targets, conf, common = _ds_init(a_item, a_ann, a_lab, n_items, n_ann, n_cls, n_iter=10)
+                soft_targets, conf, common = _ds_init(tr_item, tr_ann, tr_lab, n_items, n_ann, n_cls, n_iter=10)
                 with torch.no_grad():
                     net.w_indiv.copy_(torch.from_numpy(np.log(conf)).float())
                     net.w_common.copy_(torch.from_numpy(np.log(common)).float())
@@ -359,10 +437,10 @@ class CoNAL(CrowdModel):
                 n_pre = 0
 
         batch = self._batch_size(len(train_items))
-        t_ann = torch.from_numpy(a_ann).to(dev)
-        t_lab = torch.from_numpy(a_lab).to(dev)
-        t_starts = torch.from_numpy(starts).to(dev)
-        t_counts = torch.from_numpy(counts).to(dev)
+        t_ann = torch.from_numpy(tr_ann).to(dev)
+        t_lab = torch.from_numpy(tr_lab).to(dev)
+        t_starts = torch.from_numpy(tr_starts).to(dev)
+        t_counts = torch.from_numpy(tr_counts).to(dev)
         t_train = torch.from_numpy(train_items.astype(np.int64)).to(dev)
         t_soft = None if soft_targets is None else torch.from_numpy(soft_targets.astype(np.float32)).to(dev)
 
@@ -376,7 +454,7 @@ class CoNAL(CrowdModel):
         rest = [p for p in net.parameters() if id(p) not in decayed_ids]
         opt = torch.optim.Adam(
             [
-                {"params": decayed, "weight_decay": float(self.weight_decay)},
+                {"params": decayed, "weight_decay": self._weight_decay(n_features or int(self.item_embedding_dim), len(labelled))},
                 {"params": rest, "weight_decay": 0.0},
             ],
             lr=float(self.lr),
@@ -388,7 +466,7 @@ class CoNAL(CrowdModel):
         for epoch in range(total):
             pretrain = epoch < n_pre
             if n_pre > 0 and epoch == n_pre and self.refine_init:
-                self._refine_noise_layers(net, x_all, a_item, a_ann, a_lab, n_items, n_ann, n_cls)
+                self._refine_noise_layers(net, x_all, tr_item, tr_ann, tr_lab, n_items, n_ann, n_cls)
             perm = t_train[torch.randperm(len(t_train), generator=gen)]
             epoch_loss, n_seen = 0.0, 0
             for s in range(0, len(perm), batch):
@@ -416,7 +494,7 @@ class CoNAL(CrowdModel):
 
         self._net = net
         self.n_epochs_ = total
-        self._finalise(data, net, x_all, ann_feats, a_item, a_ann, a_lab, order)
+        self._finalise(data, net, x_all, ann_feats, a_item, a_ann, a_lab, order, held, prev, tau)
         self.fit_seconds_ = time.perf_counter() - t0
 
     @staticmethod
@@ -485,6 +563,20 @@ class CoNAL(CrowdModel):
         reg = torch.linalg.matrix_norm(net.w_common.unsqueeze(0) - net.w_indiv).sum()
         return ce - reg_lambda * reg
 
+    def _holdout_mask(self, a_item: np.ndarray, starts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(A,) bool over the item-sorted annotations: those kept out of training to choose
+        tau. Never an item's first annotation, so every labelled item keeps a training label;
+        all False when too few would be held out to choose tau."""
+        held = np.zeros(len(a_item), dtype=bool)
+        if self.holdout <= 0.0:
+            return held
+        eligible = np.ones(len(a_item), dtype=bool)
+        eligible[starts[np.bincount(a_item, minlength=len(starts)) > 0]] = False
+        held = eligible & (rng.random(len(a_item)) < float(self.holdout))
+        if held.sum() < _MIN_HELD_OUT:
+            held[:] = False
+        return held
+
     # ------------------------------------------------------------------ schedule
     def _schedule(self, n_labelled: int) -> tuple[int, int]:
         steps_per_epoch = max(1, math.ceil(n_labelled / self._batch_size(n_labelled)))
@@ -496,6 +588,11 @@ class CoNAL(CrowdModel):
             return epochs, 0
         pre = max(1, epochs // 4) if self.pretrain_epochs is None else int(self.pretrain_epochs)
         return epochs, pre
+
+    def _weight_decay(self, n_inputs: int, n_labelled: int) -> float:
+        if self.weight_decay is not None:
+            return float(self.weight_decay)
+        return weight_decay_rule(n_inputs, n_labelled)
 
     def _batch_size(self, n: int) -> int:
         if self.batch_size is not None:
@@ -574,6 +671,9 @@ class CoNAL(CrowdModel):
         a_ann: np.ndarray,
         a_lab: np.ndarray,
         order: np.ndarray,
+        held: np.ndarray,
+        prev: CoNAL | None,
+        tau: float | None,
     ) -> None:
         net.eval()
         n_items, n_cls = data.n_items, data.n_classes
@@ -604,23 +704,33 @@ class CoNAL(CrowdModel):
         fallback = float(omega_sorted.mean())
         ann_omega = np.where(n_per_ann > 0, sums / np.maximum(n_per_ann, 1), fallback)
 
-        # Posterior: log p(z|x) + sum_a log(w pi^g[z, y] + (1-w) pi~^r[z, y]), where pi~^r
-        # is shrunk toward pi^g for annotators with few labels (see module docstring).
+        # Posterior: log p(z|x) + tau sum_a log(w pi^g[z, y] + (1-w) pi~^r[z, y]), where
+        # pi~^r is shrunk toward pi^g for annotators with few (training) labels and tau is
+        # chosen on the held-out annotations (see the module docstring).
         k = float(self.shrinkage)
-        nr = n_per_ann[:, None, None].astype(np.float64)
+        nr = np.bincount(a_ann[~held], minlength=data.n_annotators)[:, None, None].astype(np.float64)
         pi_r_shrunk = (nr * pi_r + k * pi_g[None]) / np.maximum(nr + k, _EPS)
         # Column y of a matrix is row y of its transpose: row gathers from (C, C) and
         # (R*C, C) tables instead of fancy indexing with a middle slice (3x slower at 1M).
         pi_r_cols = pi_r_shrunk.transpose(0, 2, 1).reshape(-1, n_cls)
         lik = omega_sorted[:, None] * pi_g.T[a_lab] + (1.0 - omega_sorted[:, None]) * pi_r_cols[a_ann * n_cls + a_lab]
-        log_post = np.log(np.clip(clf, _EPS, None))
+        log_prior = np.log(np.clip(clf, _EPS, None))
         log_lik = np.log(np.clip(lik, _EPS, None))
         # Annotations are sorted by item, so each labelled item's sum is one reduceat segment.
         first = np.flatnonzero(np.r_[True, a_item[1:] != a_item[:-1]])
-        log_post[a_item[first]] += np.add.reduceat(log_lik, first, axis=0)
-        log_post -= log_post.max(1, keepdims=True)
-        post = np.exp(log_post)
-        post /= post.sum(1, keepdims=True)
+        evidence = np.zeros_like(log_prior)
+        evidence[a_item[first]] = np.add.reduceat(log_lik, first, axis=0)
+        if tau is not None:
+            tau = float(tau)
+        elif held.any():
+            self._label_scores = _label_weight_scores(log_prior, evidence, log_lik, lik, a_item, held)
+            tau = _choose_tau(self._label_scores)
+        elif prev is not None and getattr(prev, "label_weight_", None) is not None:
+            tau = float(prev.label_weight_)  # warm refit: nothing held out, keep the cold choice
+        else:
+            tau = 1.0
+        post = _np_softmax(log_prior + tau * evidence, 1)
+        self.label_weight_ = tau
 
         self.classifier_probas_ = clf
         self.posterior_probas_ = post
@@ -698,6 +808,60 @@ class CoNAL(CrowdModel):
         net.load_state_dict(state["state_dict"])
         net.eval()
         self._net = net
+
+
+def weight_decay_rule(n_inputs: int, n_labelled: int) -> float:
+    """The classifier's L2 from the data shape: 0.04 (D / N)^2 clipped to [1e-3, 1e-2].
+
+    D = input width, N = labelled items: the more inputs per item, the easier the hidden
+    layer memorises the noisy labels, so the stronger the decay.
+    """
+    ratio = n_inputs / max(n_labelled, 1)
+    return float(np.clip(0.04 * ratio * ratio, 1e-3, 1e-2))
+
+
+def _label_weight_scores(
+    log_prior: np.ndarray,
+    evidence: np.ndarray,
+    log_lik: np.ndarray,
+    lik: np.ndarray,
+    a_item: np.ndarray,
+    held: np.ndarray,
+) -> np.ndarray:
+    """(T, H) scores of each tau in ``_LABEL_WEIGHTS`` on each held-out annotation: the annotations' log predictive probability
+    log p(y_a | x_i, L_i) = log sum_z post_tau(z | x_i, L_i) p(y_a | z), with L_i the item's
+    TRAINING labels (its held-out ones removed from ``evidence``). Gold is never used.
+
+    log_prior, evidence: (N, C); log_lik, lik: (A, C) per annotation (item-sorted);
+    a_item: (A,); held: (A,) bool.
+    """
+    h_item = a_item[held]
+    items, inv = np.unique(h_item, return_inverse=True)
+    ev = evidence[items].copy()
+    np.subtract.at(ev, inv, log_lik[held])  # drop every held-out label of those items
+    return np.stack([
+        np.log(np.clip((_np_softmax(log_prior[items] + tau * ev, 1)[inv] * lik[held]).sum(1), _EPS, None))
+        for tau in _LABEL_WEIGHTS
+    ])  # (T, H)
+
+
+def _choose_tau(scores: np.ndarray) -> float:
+    """The LARGEST tau of ``_LABEL_WEIGHTS`` whose mean score is within two standard
+    errors of the best one's (the error of the per-annotation paired differences); scores
+    (T, H): per tau, per held-out annotation.
+
+    A "k standard errors" rule (Breiman et al.'s is k = 1) toward tau = 1, the model's own
+    posterior: a smaller tau must beat it by more than the noise of a few hundred held-out
+    labels. On Music (700 items) the plain argmax picked tau = 0 for one seed of five and
+    lost 6 points; k = 1 still picked tau <= 0.375 on 4 of 5 seeds (83.2 % mean), k = 2
+    gives 83.5 %, while LabelMe keeps tau = 0.125 under both (its margin is ~0.3 nats).
+    """
+    means = scores.mean(1)
+    best = int(np.argmax(means))
+    diff = scores[best][None, :] - scores  # (T, H) paired differences to the best tau
+    se = diff.std(1) / math.sqrt(max(scores.shape[1] - 1, 1))
+    ok = [t for t in range(len(_LABEL_WEIGHTS)) if means[best] - means[t] <= 2 * se[t]]
+    return float(_LABEL_WEIGHTS[max(ok)])
 
 
 def _np_softmax(x: np.ndarray, axis: int) -> np.ndarray:

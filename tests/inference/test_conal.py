@@ -196,3 +196,120 @@ def test_aggregate_modes_and_bad_hyper_parameters(crowd: SyntheticCrowd, fitted:
         CoNAL(epochs=0)
     with pytest.raises(ValueError, match="init must be a fitted CoNAL"):
         CoNAL(**FAST).fit(crowd.data, init=MajorityVote().fit(crowd.data))
+
+
+# ---------------------------------------------------------------------- label weight (tau)
+def test_label_weight_fixed_skips_the_probe_and_zero_is_the_classifier(crowd: SyntheticCrowd) -> None:
+    m = CoNAL(seed=0, label_weight=0.0, epochs=3, **FAST).fit(crowd.data)
+    assert m.label_weight_ == 0.0
+    # tau = 0: the posterior is the classifier's prediction.
+    np.testing.assert_allclose(m.posterior_probas_, m.classifier_probas_, atol=1e-9)
+    one = CoNAL(seed=0, label_weight=1.0, epochs=3, **FAST).fit(crowd.data)
+    assert one.label_weight_ == 1.0
+
+
+def test_label_weight_chosen_without_gold_is_in_the_grid_and_kept_by_warm_start(
+    crowd: SyntheticCrowd, fitted: CoNAL
+) -> None:
+    from inference.models.conal import _LABEL_WEIGHTS
+
+    assert fitted.label_weight_ in _LABEL_WEIGHTS
+    # A crowd with common noise: labels carry most of the information, tau stays high.
+    assert fitted.label_weight_ >= 0.5
+    d = crowd.data
+    warm = CoNAL(seed=0, **FAST).fit(d, init=fitted)
+    assert warm.label_weight_ == fitted.label_weight_
+
+
+def test_choose_tau_prefers_tau_one_unless_a_smaller_one_wins_clearly() -> None:
+    from inference.models.conal import _LABEL_WEIGHTS, _choose_tau
+
+    rng = np.random.default_rng(0)
+    t = len(_LABEL_WEIGHTS)
+    noise = rng.normal(0, 1.0, size=(1, 400))
+    # Differences far below the noise: keep tau = 1.
+    flat = np.zeros((t, 1)) + noise + rng.normal(0, 0.01, size=(t, 400))
+    assert _choose_tau(flat) == 1.0
+    # tau = 0.125 better than every other by 0.3 nats on every annotation: chosen.
+    clear = np.zeros((t, 400)) + noise
+    clear[_LABEL_WEIGHTS.index(0.125)] += 0.3
+    assert _choose_tau(clear) == 0.125
+
+
+def test_weight_decay_rule_follows_the_data_shape() -> None:
+    from inference.models.conal import weight_decay_rule
+
+    assert weight_decay_rule(512, 1000) == pytest.approx(1e-2)  # wide inputs, few items: capped
+    assert weight_decay_rule(32, 8000) == pytest.approx(1e-3)  # narrow inputs, many items: floor
+    assert weight_decay_rule(124, 700) == pytest.approx(0.04 * (124 / 700) ** 2)
+    assert CoNAL(weight_decay=5e-3)._weight_decay(512, 1000) == 5e-3
+
+
+@pytest.mark.parametrize("kw", [dict(label_weight=1.5), dict(label_weight=-0.1), dict(holdout=1.0), dict(holdout=-0.1)])
+def test_bad_label_weight_and_holdout_raise(kw: dict) -> None:
+    with pytest.raises(ValueError):
+        CoNAL(**kw)
+
+
+# ---------------------------------------------------------------------- fast kernels
+def test_fused_relu_dropout_and_folded_eval_pass_match_the_plain_layers() -> None:
+    from inference.models.conal import _ReLUDropout, _softmax
+
+    torch.manual_seed(0)
+    x = torch.randn(2000, 64)
+    layer = _ReLUDropout(0.5)
+    layer.train()
+    out = layer(x)
+    kept = out != 0
+    # Kept units are 2 relu(x) (inverted dropout at p = 0.5); about half of the positive ones.
+    torch.testing.assert_close(out[kept], 2 * torch.relu(x)[kept])
+    share = kept.sum().item() / (x > 0).sum().item()
+    assert 0.47 < share < 0.53
+    layer.eval()
+    torch.testing.assert_close(layer(x), torch.relu(x))
+    w = torch.randn(50, 10, 10)
+    torch.testing.assert_close(_softmax(w, 2), torch.softmax(w, 2))
+
+    net = CoNAL(seed=0)._build_net(n_items=10, n_features=64, n_annotators=3, n_annotator_features=0, n_classes=4)
+    net.train()
+    for _ in range(3):  # give BatchNorm running statistics away from the defaults
+        net.classifier(x * 2 + 1)
+    net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval_logits(x, chunk=700), net.classifier(x), rtol=1e-4, atol=1e-4)
+
+
+def test_sparse_ds_start_matches_a_direct_em_loop() -> None:
+    from inference.models.conal import _ds_init
+
+    rng = np.random.default_rng(0)
+    n_items, n_ann, c = 60, 5, 3
+    a_item = np.repeat(np.arange(n_items), 3)
+    a_ann = np.concatenate([rng.choice(n_ann, 3, replace=False) for _ in range(n_items)])
+    a_lab = rng.integers(0, c, len(a_item))
+    post, conf, pooled = _ds_init(a_item, a_ann, a_lab, n_items + 2, n_ann, c, n_iter=3)
+    # Reference: the same EM written with explicit loops over annotations.
+    ref = np.zeros((n_items + 2, c))
+    for i, y in zip(a_item, a_lab):
+        ref[i, y] += 1
+    tot = ref.sum(1, keepdims=True)
+    ref = np.where(tot > 0, ref / np.maximum(tot, 1), 1.0 / c)
+    for _ in range(3):
+        cf = np.zeros((n_ann, c, c))
+        for i, r, y in zip(a_item, a_ann, a_lab):
+            cf[r, :, y] += ref[i]
+        pl = cf.sum(0) + 1.0
+        pl /= pl.sum(1, keepdims=True)
+        cf = cf + 2.0 * pl[None]
+        cf /= cf.sum(2, keepdims=True)
+        prior = ref[tot[:, 0] > 0].mean(0) + 1e-3
+        prior /= prior.sum()
+        lp = np.tile(np.log(prior), (n_items + 2, 1))
+        for i, r, y in zip(a_item, a_ann, a_lab):
+            lp[i] += np.log(cf[r, :, y])
+        ref = np.exp(lp - lp.max(1, keepdims=True))
+        ref /= ref.sum(1, keepdims=True)
+        ref[tot[:, 0] == 0] = 1.0 / c
+    np.testing.assert_allclose(post, ref, atol=1e-10)
+    np.testing.assert_allclose(conf, cf, atol=1e-10)
+    np.testing.assert_allclose(pooled, pl, atol=1e-10)
