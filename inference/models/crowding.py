@@ -62,12 +62,13 @@ layer W_r itself stays as pre-trained in steps 2-3 (``lr_crowd_layer=0``); the g
 MLP learns the instance- and noise-dependent part on top of it.
 
 Aggregated labels (``aggregate``): "posterior" combines the classifier prior with the
-item's own labels through the crowd-layer confusions, shrunk toward the pooled confusion
-for annotators with few labels (as CoNAL); "generator" uses the generator's
-p(y | x, r, z) instead of the crowd layer; "classifier" is the classifier alone. The
-sparsity benchmark (BENCHMARKS.md) decides the default. The classifier's probabilities are
-temperature-calibrated first (``calibrate``): with the strong weight decay a 512-d crowd
-needs, the raw classifier is under-confident and a single noisy label would outvote it.
+item's own labels, log p(z | x) + tau sum_a log p(y_a | z), through the noise model: with
+the CoNAL pre-training, CoNAL's own per-annotation omega-mixed confusions (individual ones
+shrunk toward the common one for annotators with few labels) and CoNAL's tau, chosen there
+on held-out annotations; else the crowd-layer confusions shrunk toward the pooled one,
+tau = 1 and a temperature-calibrated classifier (``calibrate``). "generator" uses the
+generator's p(y | x, r, z) instead; "classifier" is the classifier alone. The sparsity
+benchmark (BENCHMARKS.md) decides the default.
 
 ``generated_``: for every item with fewer than ``k`` human labels, ``k - n_i`` annotators
 who did not label it are chosen by the same selection rule (P proportional to
@@ -301,6 +302,11 @@ class CrowdInG(CrowdModel):
         low-dimensional crowds sit at the 1e-3 floor. This one rule was chosen on the
         LabelMe, Music and synthetic sweeps (BENCHMARKS.md); items without features count
         as D = 32.
+      label_weight: tau, the weight of the labels' log-likelihood in the posterior,
+        log p(z | x) + tau sum_a log p(y_a | z); ``None`` = the tau the CoNAL pre-training
+        chose on held-out annotations (a warm refit keeps the previous one), or 1 when
+        there is none ("dlcl" pre-training). With a tau from CoNAL or given, ``calibrate``
+        is skipped: both set the same balance between the prior and the labels.
       calibrate: fit a temperature T on the classifier logits by maximising the
         leave-one-annotation-out likelihood of the observed annotations through the crowd
         layer (each label predicted from the prior and the item's other labels; grid
@@ -349,6 +355,7 @@ class CrowdInG(CrowdModel):
     lr_crowd_layer: float = 0.0
     weight_decay: float | None = None
     calibrate: bool = True
+    label_weight: float | None = None
     hidden: int = 128
     dropout: float = 0.5
     item_embedding_dim: int = 32
@@ -391,6 +398,7 @@ class CrowdInG(CrowdModel):
         "feature_scale_",
         "lca_adjacency_",
         "temperature_",
+        "label_weight_",
         "generated_item_idx_",
         "generated_annotator_idx_",
         "generated_label_idx_",
@@ -420,6 +428,8 @@ class CrowdInG(CrowdModel):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.t <= 1.0:
             raise ValueError(f"t must be in [0, 1] (normalised classifier entropy), got {self.t}")
+        if self.label_weight is not None and not 0.0 <= float(self.label_weight) <= 1.0:
+            raise ValueError(f"label_weight must be in [0, 1] or None, got {self.label_weight}")
         if not float(self.lr_crowd_layer) >= 0:
             raise ValueError(f"lr_crowd_layer must be >= 0, got {self.lr_crowd_layer}")
         for name in ("lr", "lr_classifier", "lr_generator", "lr_discriminator", "candidate_factor", "ratio_clip"):
@@ -439,6 +449,9 @@ class CrowdInG(CrowdModel):
         if int(self.k) < 0:
             raise ValueError(f"k must be >= 0, got {self.k}")
         self._net: _CrowdInGNet | None = None
+        self._tau: float | None = None
+        # (anchor, posterior) (A, C) likelihood tables of the CoNAL noise model, per fit.
+        self._noise_tables: tuple[np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ public extras
     @property
@@ -512,6 +525,12 @@ class CrowdInG(CrowdModel):
 
         warm = prev is not None and self._copy_from(net, prev, data)
         conal_losses: list[float] = []
+        self._noise_tables = None
+        # tau of the posterior: given, else CoNAL's held-out choice (set by the
+        # pre-training), else the previous fit's on a warm refit, else None (1 + calibration).
+        self._tau: float | None = None if self.label_weight is None else float(self.label_weight)
+        if self._tau is None and prev is not None and warm:
+            self._tau = getattr(prev, "label_weight_", None)
         wd = self._weight_decay(n_features or int(self.item_embedding_dim), len(labelled))
         if not warm and self.pretrain == "conal":
             # Section 2.2.5's "classifier pre-trained with a crowd layer", done by CoNAL
@@ -540,6 +559,9 @@ class CrowdInG(CrowdModel):
             a_lab=torch.from_numpy(a_lab).to(dev),
             soft=torch.from_numpy(soft.astype(np.float32)).to(dev),
             labelled=torch.from_numpy(labelled).to(dev),
+            anchor_lik=None
+            if self._noise_tables is None
+            else torch.from_numpy(self._noise_tables[0].astype(np.float32)).to(dev),
         )
         # CoNAL's epochs count as the pre-training (history and progress start after them).
         self.loss_history_ = list(conal_losses)
@@ -653,6 +675,28 @@ class CrowdInG(CrowdModel):
             if net.item_embedding is not None and src.item_embedding is not None:
                 net.item_embedding.weight.copy_(src.item_embedding.weight)
             net.w_crowd.copy_(torch.from_numpy(np.log(np.clip(mixed, _EPS, None))).float())
+        # CoNAL's own noise model per annotation, omega_a pi^g + (1 - omega_a) pi^r: the
+        # classifier anchor (unshrunk, as CoNAL trains) and the posterior (pi^r shrunk
+        # toward pi^g, as CoNAL aggregates) use it while the crowd layer stays fixed.
+        # Anchoring through the per-annotator average of omega instead moved the
+        # classifier off CoNAL's optimum (synthetic crowd, 60 % removal: -1.6 points).
+        self._noise_tables = None
+        if float(self.lr_crowd_layer) == 0 and getattr(conal, "omega_", None) is not None:
+            w = np.asarray(conal.omega_, np.float64)[:, None]
+            pi_g, pi_r = conal.common_confusion_, conal.confusions_
+            r, y = np.asarray(data.annotator_idx), np.asarray(data.label_idx)
+            nr = np.bincount(r, minlength=data.n_annotators)[:, None, None].astype(np.float64)
+            kk = float(self.shrinkage)
+            pi_s = (nr * pi_r + kk * pi_g[None]) / np.maximum(nr + kk, _EPS)
+            self._noise_tables = (
+                w * pi_g[:, y].T + (1.0 - w) * pi_r[r, :, y],
+                w * pi_g[:, y].T + (1.0 - w) * pi_s[r, :, y],
+            )
+        if self._tau is None:
+            # CoNAL (since its label-weight change) chooses tau on held-out annotations;
+            # an older CoNAL without it leaves CrowdInG's own calibration in charge.
+            inherited = getattr(conal, "label_weight_", None)
+            self._tau = None if inherited is None else float(inherited)
         return np.asarray(conal.posterior_probas_, np.float64), list(conal.loss_history_)
 
     def _log(self, progress: ProgressFn | None, epoch: int, total: int, loss: float) -> None:
@@ -810,11 +854,14 @@ class CrowdInG(CrowdModel):
         return -torch.log(g[torch.arange(len(ry)), ry] + _EPS).mean()
 
     def _anchor_classifier(self, net: _CrowdInGNet, t: _Tensors, items_b: torch.Tensor) -> torch.Tensor:
-        """DL-CL NLL of the batch items' real annotations (crowd layer, classifier trained)."""
+        """NLL of the batch items' real annotations through the crowd layer, or through the
+        fixed pre-trained noise model when there is one (``t.anchor_lik``); classifier trained."""
         order, starts, counts = t.csr
         pos = _gather_annotations(items_b, order, starts, counts)
         local = _local_index(items_b, counts)
         zhat = net.classify(net.inputs(items_b, t.x_all))[local]
+        if t.anchor_lik is not None:
+            return -torch.log((zhat * t.anchor_lik[pos]).sum(1) + _EPS).mean()
         return -torch.log(net.crowd_probs(zhat, t.a_ann[pos], t.a_lab[pos]) + _EPS).mean()
 
     # ------------------------------------------------------------------ schedule
@@ -897,9 +944,16 @@ class CrowdInG(CrowdModel):
         kk = float(self.shrinkage)
         shrunk = (nr * conf + kk * pooled[None]) / np.maximum(nr + kk, _EPS)
         lik_crowd = shrunk[a_ann, :, a_lab]  # (A, C): p(y_a | z) per class
-        self.temperature_ = _fit_temperature(logits, lik_crowd, a_item) if self.calibrate else 1.0
+        if self._noise_tables is not None:
+            lik_crowd = self._noise_tables[1]  # the fixed CoNAL noise model, per annotation
+        tau = self._tau
+        # A tau chosen on held-out annotations already sets the prior-vs-labels balance
+        # that the temperature would: calibrating on top would undo it in-sample.
+        calibrate = self.calibrate and tau is None
+        self.temperature_ = _fit_temperature(logits, lik_crowd, a_item) if calibrate else 1.0
+        self.label_weight_ = 1.0 if tau is None else float(tau)
         clf = _softmax(logits / self.temperature_)
-        post = _posterior(clf, np.log(np.clip(lik_crowd, _EPS, None)), a_item)
+        post = _posterior(clf, self.label_weight_ * np.log(np.clip(lik_crowd, _EPS, None)), a_item)
 
         # Generator posterior: p(y_a | x, r_a, z) at eps = 0 for each class code z.
         lik_parts = []
@@ -911,7 +965,7 @@ class CrowdInG(CrowdModel):
             cond = net.generator_conditionals(x_every[t.a_item[sl]], r_in, r, eps).double()
             lik_parts.append(cond[torch.arange(len(r)), :, t.a_lab[sl]])
         lik = torch.cat(lik_parts).numpy() if lik_parts else np.zeros((0, n_cls))
-        gpost = _posterior(clf, np.log(np.clip(lik, _EPS, None)), a_item)
+        gpost = _posterior(clf, self.label_weight_ * np.log(np.clip(lik, _EPS, None)), a_item)
 
         self.classifier_probas_ = clf
         self.posterior_probas_ = post
@@ -1069,6 +1123,9 @@ class _Tensors:
     a_lab: torch.Tensor
     soft: torch.Tensor
     labelled: torch.Tensor
+    # (A, C) p(y_a | z) of the pre-trained noise model per annotation, when it is kept
+    # fixed (CoNAL pre-training, lr_crowd_layer=0); None: the crowd layer's.
+    anchor_lik: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         a_item = self.a_item.numpy()

@@ -271,6 +271,9 @@ def test_conal_pretraining_is_the_start(crowd: SyntheticCrowd, fitted: CrowdInG)
     mixed = omega * conal.common_confusion_[None] + (1 - omega) * conal.confusions_
     np.testing.assert_allclose(start.confusions_, mixed, atol=1e-5)
     assert start.loss_history_ == conal.loss_history_
+    # Same noise model per annotation and CoNAL's held-out label weight: same posterior.
+    assert start.label_weight_ == conal.label_weight_ and start.temperature_ == 1.0
+    np.testing.assert_allclose(start.posterior_probas_, conal.posterior_probas_, atol=1e-5)
     np.testing.assert_allclose(fitted.confusions_, mixed, atol=1e-5)
     trained = CrowdInG(seed=0, lr_crowd_layer=1e-2, **FAST).fit(crowd.data)
     assert np.abs(trained.confusions_ - mixed).max() > 1e-3
