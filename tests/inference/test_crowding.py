@@ -312,3 +312,14 @@ def test_temperature_uses_the_other_labels() -> None:
     assert _fit_temperature(wrong, lik, a_item) == pytest.approx(4.0)
     assert _fit_temperature(right, lik, a_item) == pytest.approx(0.25)
     assert _fit_temperature(right, lik[:0], a_item[:0]) == 1.0
+
+
+def test_repeat_share_scales_the_classifier_step() -> None:
+    """The CrowdInG classifier step is scaled by the share of annotations beyond each
+    item's first: 0 with one label per item (the classifier stays CoNAL's), 2/3 with three."""
+    from inference.models.crowding import repeat_share
+
+    assert repeat_share(1000, 1000) == 0.0
+    assert repeat_share(0, 0) == 0.0
+    assert repeat_share(4500, 1500) == pytest.approx(2 / 3)
+    assert repeat_share(1800, 1500) == pytest.approx(1 / 6)
