@@ -245,7 +245,11 @@ def test_weight_decay_rule_follows_the_data_shape() -> None:
     assert CoNAL(weight_decay=5e-3)._weight_decay(512, 1000) == 5e-3
 
 
-@pytest.mark.parametrize("kw", [dict(label_weight=1.5), dict(label_weight=-0.1), dict(holdout=1.0), dict(holdout=-0.1)])
+@pytest.mark.parametrize(
+    "kw",
+    [dict(label_weight=1.5), dict(label_weight=-0.1), dict(holdout=1.0), dict(holdout=-0.1),
+     dict(probe_items=1), dict(probe_folds=0)],
+)
 def test_bad_label_weight_and_holdout_raise(kw: dict) -> None:
     with pytest.raises(ValueError):
         CoNAL(**kw)
