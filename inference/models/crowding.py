@@ -295,8 +295,8 @@ class CrowdInG(CrowdModel):
         that are not their item's first (a data-shape rule): the pre-training already
         fitted every item's labels, and on crowds of about one label per item the further
         classifier steps only re-fit those single labels and drift the posterior off
-        CoNAL's (synthetic crowd, 60 % removal, 3 seeds: -0.4 points with the linear
-        share, -0.1 with its square; LabelMe 60 %: share 0.02, i.e. CoNAL's classifier).
+        CoNAL's (synthetic crowd, 60 % removal, 3 seeds: -0.33 points with the linear
+        share, -0.11 with its square; LabelMe 60 %: share 0.02, i.e. CoNAL's classifier).
       lr_crowd_layer: Adam learning rate of the crowd layer W_r (part of the generator) in
         the G/D pre-training and CrowdInG epochs; 0 (default) keeps it as pre-trained, so
         the generator learns only its instance/noise-dependent part on top of it.
