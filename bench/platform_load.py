@@ -248,6 +248,12 @@ local sent = 0
 local seen = 0
 lat = {}
 kinds = {}
+starts = {}
+badcodes = {}
+function unexpected(status)
+  bad = bad + 1
+  badcodes[tostring(status)] = (badcodes[tostring(status)] or 0) + 1
+end
 function delay()
   if interval == 0 then return 0 end
   local now = now_us()
@@ -268,13 +274,15 @@ local function record(kind)
   if seen == 1 then return end
   table.insert(lat, now_us() - math.min(sched, sent))
   table.insert(kinds, kind)
+  table.insert(starts, math.min(sched, sent))
 end
 function done(summary, latency, requests)
   local bad = 0
   for _, t in ipairs(threads) do
     bad = bad + t:get("bad")
-    local l, k = t:get("lat"), t:get("kinds")
-    for i = 1, #l do io.write(string.format("LAT %s %.0f\n", k[i], l[i])) end
+    for code, n in pairs(t:get("badcodes")) do io.write(string.format("BAD %s %d\n", code, n)) end
+    local l, k, st = t:get("lat"), t:get("kinds"), t:get("starts")
+    for i = 1, #l do io.write(string.format("LAT %s %.0f %.0f\n", k[i], l[i], st[i])) end
   end
   io.write(string.format("RESULT %d %d %d %d %d %d %d %d %d\n",
     summary.requests, summary.duration, bad,
@@ -289,8 +297,7 @@ local j = 0
 bad = 0
 function init(args)
   token = "Token " .. string.format("benchs%034d", id)
-  -- The warm-up run labels a separate range of the leased items.
-  j = tonumber(args[1]) or 0
+  j = 0
 end
 function request()
   stamp()
@@ -301,7 +308,7 @@ function request()
 end
 function response(status, headers, body)
   record("submit")
-  if status ~= 201 then bad = bad + 1 end
+  if status ~= 201 then unexpected(status) end
 end
 """
 
@@ -323,14 +330,14 @@ end
 function response(status, headers, body)
   record(pending and "submit" or "next-task")
   if pending then
-    if status ~= 201 then bad = bad + 1 end
+    if status ~= 201 then unexpected(status) end
     pending = nil
   else
     if status == 200 then
       pending = string.match(body, '"external_id":"([^"]+)"')
-      if not pending then bad = bad + 1 end
+      if not pending then unexpected("200 without an item") end
     else
-      bad = bad + 1
+      unexpected(status)
     end
   end
 end
@@ -415,7 +422,12 @@ def run_scenario(name: str, lua: str, args: argparse.Namespace, env: dict[str, s
         lua.replace("PROJECT", str(project_id)).replace("INTERVAL_US", str(interval_us)).replace("CLIENTS", str(args.clients))
     )
     warm_script = workdir / f"{name}-warm.lua"
-    warm_script.write_text(lua.replace("PROJECT", str(project_id)).replace("INTERVAL_US", "0").replace("CLIENTS", "4"))
+    # The warm-up (imports, connections, prepared statements) always runs the
+    # next-task loop, so it uses none of the submit clients' leased items
+    # (reset() clears the next-task clients' rows before each scenario).
+    warm_script.write_text(
+        LUA_NEXT.replace("PROJECT", str(project_id)).replace("INTERVAL_US", "0").replace("CLIENTS", "4")
+    )
     gunicorn = subprocess.Popen(
         [
             str(Path(PY).parent / "gunicorn"),
@@ -439,7 +451,7 @@ def run_scenario(name: str, lua: str, args: argparse.Namespace, env: dict[str, s
         wait_for_port(args.port)
         # Warm-up: import paths, connections, caches (not measured).
         subprocess.run(
-            ["wrk", "-t4", "-c4", "-d3s", "-s", str(warm_script), f"http://127.0.0.1:{args.port}", "--", "2500"],
+            ["wrk", "-t4", "-c4", "-d3s", "-s", str(warm_script), f"http://127.0.0.1:{args.port}"],
             check=True, capture_output=True, text=True,
         )
         # Let the warm-up's in-flight requests finish: a submit still running
@@ -476,17 +488,34 @@ def run_scenario(name: str, lua: str, args: argparse.Namespace, env: dict[str, s
     if match is None:
         raise RuntimeError(f"wrk output without RESULT line:\n{out}")
     requests, duration_us, bad, sock_errors, non2xx, p50, p95, p99, lmax = map(int, match.group(1).split())
+    bad_statuses: dict[str, int] = {}
+    for code, n in re.findall(r"^BAD (.+) (\d+)$", out, re.M):
+        bad_statuses[code] = bad_statuses.get(code, 0) + int(n)
     latencies: dict[str, list[float]] = {"all": []}
-    for kind, micros in re.findall(r"^LAT (\S+) (\d+)$", out, re.M):
-        latencies.setdefault(kind, []).append(int(micros) / 1000)
-        latencies["all"].append(int(micros) / 1000)
+    samples = [
+        (kind, int(micros) / 1000, int(start) / 1e6)
+        for kind, micros, start in re.findall(r"^LAT (\S+) (\d+) (\d+)$", out, re.M)
+    ]
+    first = min((start for _, _, start in samples), default=0.0)
+    slow: list[tuple[float, float]] = []
+    for kind, ms, start in samples:
+        # The first second is left out: every connection sends its first
+        # request at the same instant and the schedule settles from there.
+        if start - first < 1.0:
+            continue
+        latencies.setdefault(kind, []).append(ms)
+        latencies["all"].append(ms)
+        slow.append((start, ms))
+    # When the slowest 1 % started (seconds into the run): a cluster is a stall.
+    slow.sort(key=lambda pair: -pair[1])
+    slowest = sorted((round(start - first, 1), round(ms)) for start, ms in slow[: max(1, len(slow) // 100)])
     time.sleep(0.5)
     result = {
         "scenario": name,
         "mode": f"open loop, {args.rate:g} req/s offered" if args.rate else "closed loop",
         "offered_rps": args.rate,
         # From the scheduled send time (open loop) or the actual send (closed
-        # loop); the first answer per connection is left out.
+        # loop); the first answer per connection and the first second are left out.
         "latency_ms": {
             kind: {"n": len(ms), "p50": percentile(ms, 50), "p95": percentile(ms, 95), "p99": percentile(ms, 99),
                    "max": max(ms) if ms else float("nan")}
@@ -495,6 +524,8 @@ def run_scenario(name: str, lua: str, args: argparse.Namespace, env: dict[str, s
         "requests": requests,
         "rps": requests / (duration_us / 1e6),
         "bad_status": bad,
+        "bad_statuses": bad_statuses,
+        "slowest_1pct_start_s": sorted({start for start, _ in slowest}),
         "socket_errors": sock_errors,
         "client_p50_ms": p50 / 1000,
         "client_p95_ms": p95 / 1000,
@@ -514,7 +545,7 @@ def run_scenario(name: str, lua: str, args: argparse.Namespace, env: dict[str, s
 def print_result(result: dict[str, Any]) -> None:
     print(
         f"\n== {result['scenario']}: {result['requests']:,} requests, {result['rps']:.0f} req/s, "
-        f"errors: {result['bad_status']} unexpected status + {result['socket_errors']} socket; "
+        f"errors: {result['bad_status']} unexpected status {result['bad_statuses'] or ''} + {result['socket_errors']} socket; "
         f"load before {result['loadavg_before'][0]:.2f}"
     )
     for kind, lat in result["latency_ms"].items():
@@ -522,6 +553,9 @@ def print_result(result: dict[str, Any]) -> None:
             f"   client {kind:>9} ({result['mode']}): n={lat['n']:,}  p50 {lat['p50']:.1f} ms  p95 {lat['p95']:.1f} ms  "
             f"p99 {lat['p99']:.1f} ms  max {lat['max']:.1f} ms"
         )
+    starts = result["slowest_1pct_start_s"]
+    if starts:
+        print(f"   slowest 1 % started at (s into the run): {starts[:12]}{' …' if len(starts) > 12 else ''}")
     print(
         f"   client (wrk's own, from actual send, all requests): p50 {result['client_p50_ms']:.1f} ms  p95 {result['client_p95_ms']:.1f} ms  "
         f"p99 {result['client_p99_ms']:.1f} ms  max {result['client_max_ms']:.1f} ms"
@@ -548,7 +582,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=N_CLIENTS)
     parser.add_argument("--duration", type=int, default=30, help="seconds per scenario")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--port", type=int, default=8731)
     parser.add_argument(
         "--access-log", action=argparse.BooleanOptionalAction, default=True,
