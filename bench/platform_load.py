@@ -245,7 +245,7 @@ local interval = INTERVAL_US
 local next_at = nil
 local sched = 0
 local sent = 0
-local seen = 0
+seen = 0
 lat = {}
 kinds = {}
 starts = {}
@@ -280,6 +280,7 @@ function done(summary, latency, requests)
   local bad = 0
   for _, t in ipairs(threads) do
     bad = bad + t:get("bad")
+    io.write(string.format("REQS %d\n", t:get("seen")))
     for code, n in pairs(t:get("badcodes")) do io.write(string.format("BAD %s %d\n", code, n)) end
     local l, k, st = t:get("lat"), t:get("kinds"), t:get("starts")
     for i = 1, #l do io.write(string.format("LAT %s %.0f %.0f\n", k[i], l[i], st[i])) end
@@ -488,6 +489,7 @@ def run_scenario(name: str, lua: str, args: argparse.Namespace, env: dict[str, s
     if match is None:
         raise RuntimeError(f"wrk output without RESULT line:\n{out}")
     requests, duration_us, bad, sock_errors, non2xx, p50, p95, p99, lmax = map(int, match.group(1).split())
+    per_client = [int(n) for n in re.findall(r"^REQS (\d+)$", out, re.M)]
     bad_statuses: dict[str, int] = {}
     for code, n in re.findall(r"^BAD (.+) (\d+)$", out, re.M):
         bad_statuses[code] = bad_statuses.get(code, 0) + int(n)
@@ -525,6 +527,7 @@ def run_scenario(name: str, lua: str, args: argparse.Namespace, env: dict[str, s
         "rps": requests / (duration_us / 1e6),
         "bad_status": bad,
         "bad_statuses": bad_statuses,
+        "requests_per_client_min_max": [min(per_client, default=0), max(per_client, default=0)],
         "slowest_1pct_start_s": sorted({start for start, _ in slowest}),
         "socket_errors": sock_errors,
         "client_p50_ms": p50 / 1000,
@@ -553,6 +556,8 @@ def print_result(result: dict[str, Any]) -> None:
             f"   client {kind:>9} ({result['mode']}): n={lat['n']:,}  p50 {lat['p50']:.1f} ms  p95 {lat['p95']:.1f} ms  "
             f"p99 {lat['p99']:.1f} ms  max {lat['max']:.1f} ms"
         )
+    low, high = result["requests_per_client_min_max"]
+    print(f"   answers per client: min {low:,}, max {high:,}")
     starts = result["slowest_1pct_start_s"]
     if starts:
         print(f"   slowest 1 % started at (s into the run): {starts[:12]}{' …' if len(starts) > 12 else ''}")
