@@ -319,7 +319,7 @@ class Command(BaseCommand):
             (
                 "web",
                 [str(bindir / "gunicorn"), "crowdlab.wsgi:application", "--bind", f"{host}:{port}",
-                 "--workers", "2", "--threads", "4", "--access-logfile", "-", "--graceful-timeout", "5"],
+                 "--workers", "2", "--threads", "2", "--access-logfile", "-", "--graceful-timeout", "5"],
             )
         )
         children: list[tuple[str, subprocess.Popen[bytes]]] = []
