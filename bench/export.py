@@ -25,6 +25,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -161,33 +163,40 @@ def peak_rss_mib(pid: int) -> float:
     raise RuntimeError("no VmHWM")
 
 
-def measure(project_id: int, token: str, fmt: str, repeat: int) -> dict[str, Any]:
+@contextmanager
+def gunicorn_server(token: str, *, timeout_s: int) -> Iterator[tuple[int, str]]:
+    """One gunicorn worker on a free port, answered once (imports, DB connection,
+    URL resolution warmed up: a 404 body is enough); yields (worker pid, base URL)."""
     import requests
 
     port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "platform"), str(ROOT)]),
-        "DEBUG": "0",
-    }
-    gunicorn = Path(sys.executable).parent / "gunicorn"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "platform"), str(ROOT)]), "DEBUG": "0"}
     server = subprocess.Popen(
-        [str(gunicorn), "crowdlab.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-         "--timeout", "120", "--log-level", "warning"],
+        [str(Path(sys.executable).parent / "gunicorn"), "crowdlab.wsgi:application", "--bind", f"127.0.0.1:{port}",
+         "--workers", "1", "--timeout", str(timeout_s), "--log-level", "warning"],
         cwd=ROOT / "platform",
         env=env,
     )
     try:
         pid = worker_pid(server.pid)
-        headers = {"Authorization": f"Token {token}"}
         base = f"http://127.0.0.1:{port}"
         for _ in range(100):
             try:
-                # Warm-up: imports, DB connection, URL resolution (a 404 body is enough).
-                requests.get(f"{base}/api/projects/0/export/", headers=headers, timeout=30)
+                requests.get(f"{base}/api/projects/0/export/", headers={"Authorization": f"Token {token}"}, timeout=30)
                 break
             except requests.ConnectionError:
                 time.sleep(0.1)
+        yield pid, base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def measure(project_id: int, token: str, fmt: str, repeat: int) -> dict[str, Any]:
+    import requests
+
+    headers = {"Authorization": f"Token {token}"}
+    with gunicorn_server(token, timeout_s=120) as (pid, base):
         rss_before = peak_rss_mib(pid)
         times: list[float] = []
         first_byte: list[float] = []
@@ -217,9 +226,6 @@ def measure(project_id: int, token: str, fmt: str, repeat: int) -> dict[str, Any
             "worker_peak_rss_mib_before": round(rss_before, 1),
             "worker_peak_rss_mib_after": round(peak_rss_mib(pid), 1),
         }
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def measure_imports(token: str, n_items: int) -> list[dict[str, Any]]:
@@ -244,25 +250,9 @@ def measure_imports(token: str, n_items: int) -> list[dict[str, Any]]:
         ("items", "CSV", "text/csv", items_csv),
         ("crowd", "CSV item,annotator,label (3 per item, creates the items)", "text/csv", crowd_csv),
     ]
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "platform"), str(ROOT)]), "DEBUG": "0"}
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "crowdlab.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", "1", "--timeout", "300", "--log-level", "warning"],
-        cwd=ROOT / "platform",
-        env=env,
-    )
     results = []
-    try:
-        worker_pid(server.pid)
-        headers = {"Authorization": f"Token {token}"}
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                requests.get(f"{base}/api/projects/0/export/", headers=headers, timeout=30)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+    headers = {"Authorization": f"Token {token}"}
+    with gunicorn_server(token, timeout_s=300) as (_pid, base):
         for kind, label, content_type, body in cases:
             Project.objects.filter(owner=owner, name="import-bench").delete()
             project = Project.objects.create(
@@ -281,9 +271,6 @@ def measure_imports(token: str, n_items: int) -> list[dict[str, Any]]:
                             "mib": len(body) / 2**20, "seconds": seconds, "response": response.json()})
             print(json.dumps(results[-1]), file=sys.stderr)
             Project.objects.filter(pk=project.pk).delete()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     from django.db import connection
 
     with connection.cursor() as cursor:
