@@ -1,4 +1,4 @@
-"""Pieces the torch models (CoNAL, CrowdInG) share: the fit context and inputs."""
+"""Pieces the torch models (CoNAL, CrowdInG) share: the fit context, inputs and checkpoint state."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -62,4 +62,15 @@ def fit_inputs(
     return x_all, n_features, ann_feats
 
 
-__all__: list[str] = ["torch_fit_context", "fit_inputs"]
+def net_checkpoint(net: Any, *, n_items: int) -> dict[str, Any]:
+    """The checkpoint state of a fitted network: detached CPU copies of its
+    weights and the sizes ``_build_net`` needs to rebuild it."""
+    return {
+        "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+        "n_features": int(net.n_features),
+        "n_annotator_features": int(net.n_annotator_features),
+        "n_items": int(n_items),
+    }
+
+
+__all__: list[str] = ["torch_fit_context", "fit_inputs", "net_checkpoint"]

@@ -54,7 +54,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from inference.data import CrowdData
-from inference.models._torch import fit_inputs, torch_fit_context
+from inference.models._torch import fit_inputs, net_checkpoint, torch_fit_context
 from inference.models.base import CrowdModel, ProgressFn, match_ids, report_progress
 
 __all__ = ["CoNAL"]
@@ -789,15 +789,7 @@ class CoNAL(CrowdModel):
 
     # ------------------------------------------------------------------ checkpoints
     def _extra_state(self) -> dict[str, Any]:
-        net = self._net
-        if net is None:
-            return {}
-        return {
-            "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
-            "n_features": int(net.n_features),
-            "n_annotator_features": int(net.n_annotator_features),
-            "n_items": len(self.items_),
-        }
+        return {} if self._net is None else net_checkpoint(self._net, n_items=len(self.items_))
 
     def _build_net(
         self, *, n_items: int, n_features: int, n_annotators: int, n_annotator_features: int, n_classes: int

@@ -97,7 +97,7 @@ from inference.models._crowding_ops import (
     sample_candidate_pairs,
     select_by_entropy,
 )
-from inference.models._torch import fit_inputs, torch_fit_context
+from inference.models._torch import fit_inputs, net_checkpoint, torch_fit_context
 from inference.models.base import CrowdModel, ProgressFn, match_ids, report_progress
 from inference.models.conal import CoNAL, _ds_init
 
@@ -1065,15 +1065,7 @@ class CrowdInG(CrowdModel):
 
     # ------------------------------------------------------------------ checkpoints
     def _extra_state(self) -> dict[str, Any]:
-        net = self._net
-        if net is None:
-            return {}
-        return {
-            "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
-            "n_features": int(net.n_features),
-            "n_annotator_features": int(net.n_annotator_features),
-            "n_items": len(self.items_),
-        }
+        return {} if self._net is None else net_checkpoint(self._net, n_items=len(self.items_))
 
     def _build_net(
         self,
