@@ -5,6 +5,8 @@ is on ``pythonpath``) or through the fixtures in ``tests/platform/conftest.py``.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import factory
 from django.contrib.auth import get_user_model
 
@@ -98,3 +100,22 @@ class AnnotationFactory(factory.django.DjangoModelFactory):
         Item.objects.filter(pk=annotation.item_id).update(n_annotations=F("n_annotations") + 1)
         annotation.item.refresh_from_db(fields=["n_annotations"])
         return annotation
+
+
+def publish_with_generated(project: Project, generated: list[tuple[Item, Any, str, float]]) -> Any:
+    """A published run (through ``run_publish``, COPY included) with the given
+    generated rows (item, annotator, label, probability) and nothing else."""
+    from results.models import InferenceRun, RunStatus
+    from results.services import GeneratedRow, RunResults, run_create, run_publish
+
+    run = run_create(project=project)
+    assert run is not None
+    InferenceRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, worker="test/1")
+    results = RunResults(
+        snapshot_annotation_id=0, n_items=0, n_annotations=0, n_annotators=0, labels=[], confusions=[],
+        common_confusion=None, checkpoint=None,
+        generated=[GeneratedRow(item_id=i.pk, annotator_id=u.pk, label=lab, probability=p) for i, u, lab, p in generated],
+    )
+    assert run_publish(run_id=run.pk, worker="test/1", results=results) == RunStatus.PUBLISHED
+    run.refresh_from_db()
+    return run

@@ -11,25 +11,10 @@ from typing import Any
 import pytest
 
 from projects.models import Item, Project
-from results.models import InferenceRun, RunStatus
-from results.services import GeneratedRow, RunResults, run_create, run_publish
-from tests.platform.factories import AnnotationFactory, UserFactory
+from results.models import InferenceRun
+from tests.platform.factories import AnnotationFactory, UserFactory, publish_with_generated
 
 pytestmark = pytest.mark.django_db
-
-
-def _publish(project: Project, generated: list[tuple[Item, Any, str, float]]) -> InferenceRun:
-    run = run_create(project=project)
-    assert run is not None
-    InferenceRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, worker="test/1")
-    results = RunResults(
-        snapshot_annotation_id=0, n_items=0, n_annotations=0, n_annotators=0, labels=[], confusions=[],
-        common_confusion=None, checkpoint=None,
-        generated=[GeneratedRow(item_id=i.pk, annotator_id=u.pk, label=lab, probability=p) for i, u, lab, p in generated],
-    )
-    assert run_publish(run_id=run.pk, worker="test/1", results=results) == RunStatus.PUBLISHED
-    run.refresh_from_db()
-    return run
 
 
 @pytest.fixture
@@ -37,7 +22,7 @@ def generated_run(project: Project, annotator: Any) -> InferenceRun:
     items = {i.external_id: i for i in project.items.all()}
     others = [UserFactory(username=f"crowd{n}") for n in range(3)]
     AnnotationFactory(item=items["a0"], annotator=annotator, label="cat")
-    return _publish(
+    return publish_with_generated(
         project,
         [
             (items["a0"], others[0], "cat", 0.9),
@@ -103,7 +88,7 @@ def test_generated_list_rejects_bad_filters(
 def test_generated_list_is_the_latest_runs(
     project: Project, generated_run: Any, client_for: Callable[[Any], Any], requester: Any
 ) -> None:
-    newer = _publish(project, [(project.items.get(external_id="a4"), requester, "dog", 0.5)])
+    newer = publish_with_generated(project, [(project.items.get(external_id="a4"), requester, "dog", 0.5)])
     body = client_for(requester).get(_url(project)).data
     assert body["count"] == 1 and body["results"][0]["run"] == newer.pk
 

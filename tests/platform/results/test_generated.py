@@ -23,8 +23,8 @@ from projects.models import Item, Membership, Project
 from results.export import export_rows, export_stream, render_export
 from results.models import GeneratedAnnotation, InferenceRun, RunStatus
 from results.selectors import generated_for_item, generated_for_run, latest_published_run
-from results.services import GeneratedRow, RunResults, run_create, run_publish, runs_purge_old
-from tests.platform.factories import AnnotationFactory, UserFactory
+from results.services import run_create, runs_purge_old
+from tests.platform.factories import AnnotationFactory, UserFactory, publish_with_generated
 
 pytestmark = pytest.mark.django_db
 torch.set_num_threads(1)
@@ -66,21 +66,6 @@ def make_sparse_crowd(*, owner: Any, n_dense: int = 16, n_sparse: int = 8, n_ann
             label = truth[i] if rng.random() < 0.85 else (truth[i] + 1) % 3
             AnnotationFactory(item=item, annotator=annotators[int(r)], label=classes[int(label)])
     return project, items, annotators
-
-
-def publish_with_generated(project: Project, generated: list[tuple[Item, Any, str, float]]) -> InferenceRun:
-    """A published run (through ``run_publish``, COPY included) with the given generated rows."""
-    run = run_create(project=project)
-    assert run is not None
-    InferenceRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, worker="test/1")
-    results = RunResults(
-        snapshot_annotation_id=0, n_items=0, n_annotations=0, n_annotators=0, labels=[], confusions=[],
-        common_confusion=None, checkpoint=None,
-        generated=[GeneratedRow(item_id=i.pk, annotator_id=u.pk, label=lab, probability=p) for i, u, lab, p in generated],
-    )
-    assert run_publish(run_id=run.pk, worker="test/1", results=results) == RunStatus.PUBLISHED
-    run.refresh_from_db()
-    return run
 
 
 def test_crowding_run_generates_only_for_sparse_items_and_never_counts_as_human_work(requester: Any) -> None:
