@@ -16,6 +16,8 @@ from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import AuthenticationFailed
 
+from crowdlab.db import model_from_row
+
 
 class FastTokenAuthentication(TokenAuthentication):
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
@@ -33,11 +35,7 @@ class FastTokenAuthentication(TokenAuthentication):
             row = cursor.fetchone()
         if row is None:
             raise AuthenticationFailed("Invalid token.")
-        values = [
-            value if not hasattr(field, "from_db_value") else field.from_db_value(value, None, connection)
-            for field, value in zip(fields, row)
-        ]
-        user = User.from_db(connection.alias, [field.attname for field in fields], values)
+        user = model_from_row(User, fields, row)
         if not user.is_active:
             raise AuthenticationFailed("User inactive or deleted.")
         return user, Token(key=key, user=user)

@@ -25,9 +25,10 @@ from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
+from rest_framework.authentication import get_authorization_header
 from rest_framework.authtoken.models import Token
 
-from crowdlab.db import prepared_cursor
+from crowdlab.db import model_from_row, prepared_cursor
 from labelling import services as labelling_services
 from live.triggers import threshold_due_sql
 from projects.models import Project
@@ -40,17 +41,20 @@ View = Callable[..., HttpResponse]
 _USER = get_user_model()
 _PROJECT_FIELDS = [field for field in Project._meta.concrete_fields]
 
-# The caller: an active user holding the token who is a member of the project.
-# Label membership in the project's classes is checked here too, so an invalid
-# label writes nothing and the DRF view words the 400.
-_WHO_SUBMIT = f"""
-who AS (
-    SELECT u.id, u.username
+# The caller: an active user holding the token who is a member of the project
+# (``u``, ``m`` and the project row ``p``).
+_MEMBER_BY_TOKEN = f"""
     FROM {Token._meta.db_table} t
     JOIN {_USER._meta.db_table} u ON u.{_USER._meta.pk.column} = t.user_id
     JOIN projects_membership m ON m.user_id = u.{_USER._meta.pk.column} AND m.project_id = %(project)s
     JOIN projects_project p ON p.id = m.project_id
-    WHERE t.key = %(key)s AND u.is_active
+    WHERE t.key = %(key)s AND u.is_active"""
+
+# Label membership in the project's classes is checked here too, so an invalid
+# label writes nothing and the DRF view words the 400.
+_WHO_SUBMIT = f"""
+who AS (
+    SELECT u.id, u.username {_MEMBER_BY_TOKEN}
       AND p.classes @> jsonb_build_array(jsonb_build_object('name', %(label)s::text))
 ),"""
 
@@ -64,27 +68,23 @@ _SUBMIT_SQL = labelling_services.submit_leased_sql(
 # Authentication, the project row and next_task's membership lock + current
 # lease (``labelling.services._MEMBER_LEASE_SQL``) in one statement.
 _NEXT_SQL = f"""
-SELECT u.{_USER._meta.pk.column}, (
-    SELECT a.id FROM labelling_assignment a
-    WHERE a.project_id = m.project_id AND a.annotator_id = m.user_id
-      AND a.status = 'active' AND a.expires_at > %(now)s
-    ORDER BY a.expires_at DESC LIMIT 1
-), {", ".join(f"p.{connection.ops.quote_name(field.column)}" for field in _PROJECT_FIELDS)}
-FROM {Token._meta.db_table} t
-JOIN {_USER._meta.db_table} u ON u.{_USER._meta.pk.column} = t.user_id
-JOIN projects_membership m ON m.user_id = u.{_USER._meta.pk.column} AND m.project_id = %(project)s
-JOIN projects_project p ON p.id = m.project_id
-WHERE t.key = %(key)s AND u.is_active
+SELECT u.{_USER._meta.pk.column}, {labelling_services.CURRENT_LEASE_SQL},
+       {", ".join(f"p.{connection.ops.quote_name(field.column)}" for field in _PROJECT_FIELDS)}
+{_MEMBER_BY_TOKEN}
 FOR UPDATE OF m
 """
 
 
 def _token(request: HttpRequest) -> str | None:
-    """The key of an ``Authorization: Token <key>`` header (DRF's parsing rules)."""
-    parts = request.META.get("HTTP_AUTHORIZATION", "").split()
-    if len(parts) != 2 or parts[0].lower() != "token":
+    """The key of an ``Authorization: Token <key>`` header, or None for anything
+    else (then DRF's ``TokenAuthentication`` parses the header and words errors)."""
+    parts = get_authorization_header(request).split()
+    if len(parts) != 2 or parts[0].lower() != b"token":
         return None
-    return parts[1]
+    try:
+        return parts[1].decode()
+    except UnicodeError:
+        return None
 
 
 def _json(payload: dict[str, Any], status: int) -> HttpResponse:
@@ -141,14 +141,7 @@ def next_task_fast(request: HttpRequest, project_pk: int) -> HttpResponse | None
         if row is None:
             return None
         annotator_id, current_assignment_id, *project_values = row
-        project = Project.from_db(
-            connection.alias,
-            [field.attname for field in _PROJECT_FIELDS],
-            [
-                field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
-                for field, value in zip(_PROJECT_FIELDS, project_values)
-            ],
-        )
+        project = model_from_row(Project, _PROJECT_FIELDS, project_values)
         assignment = labelling_services.next_task_for_locked_member(
             project=project, annotator_id=annotator_id, current_assignment_id=current_assignment_id, now=now
         )

@@ -29,3 +29,14 @@ def prepared_cursor() -> Any:
 
     connection.ensure_connection()
     return connection._prepare_cursor(psycopg.Cursor(connection.connection))
+
+
+def model_from_row(model: Any, fields: list[Any], values: Any) -> Any:
+    """An instance of ``model`` from a raw cursor row of ``fields``' columns, with
+    each value converted as the ORM would (``from_db_value``: e.g. jsonb comes
+    back from a raw cursor as text)."""
+    converted = [
+        field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
+        for field, value in zip(fields, values)
+    ]
+    return model.from_db(connection.alias, [field.attname for field in fields], converted)

@@ -21,13 +21,12 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from crowdlab.db import prepared_cursor
+from crowdlab.db import model_from_row, prepared_cursor
 from live.triggers import notify_on_commit, threshold_due_sql
 from projects.models import Item, Membership, Project
 
 from .models import Annotation, AnnotationRevision, AnnotationSource, Assignment, AssignmentStatus
 
-_ITEM_DATA_FIELD = Item._meta.get_field("data")
 
 # One next-task locks one candidate at a time: locking more would hide them
 # from concurrent annotators (SKIP LOCKED) who might then wrongly hear
@@ -81,6 +80,7 @@ FOR UPDATE OF i {skip_locked}
 # Wrapped in a CTE that also returns the item's displayable columns, so the
 # response needs no second query (nor the ORM's compile cost).
 _ITEM_TASK_FIELDS = ("id", "project_id", "external_id", "kind", "text", "image", "url", "data")
+_ITEM_TASK_MODEL_FIELDS = [Item._meta.get_field(name) for name in _ITEM_TASK_FIELDS]
 _LEASE_SQL = """
 WITH leased AS (
 INSERT INTO labelling_assignment (project_id, item_id, annotator_id, status, created_at, expires_at)
@@ -102,15 +102,19 @@ FROM leased JOIN projects_item i ON i.id = leased.item_id
 """.replace("{item_columns}", ", ".join(f"i.{name}" for name in _ITEM_TASK_FIELDS))
 
 # The membership row lock and the current lease in one round trip.
-_MEMBER_LEASE_SQL = """
-SELECT m.id, (
+# The caller's active unexpired lease in the project of membership row ``m``
+# (a subquery for the statement that locks ``m``; also used by api.hot).
+CURRENT_LEASE_SQL = """(
     SELECT a.id FROM labelling_assignment a
     WHERE a.project_id = m.project_id AND a.annotator_id = m.user_id
       AND a.status = 'active' AND a.expires_at > %(now)s
     -- Not "ORDER BY a.id": the planner would walk the primary key of the
     -- whole table (60 ms at 1M rows) instead of the annotator's index.
     ORDER BY a.expires_at DESC LIMIT 1
-)
+)"""
+
+_MEMBER_LEASE_SQL = f"""
+SELECT m.id, {CURRENT_LEASE_SQL}
 FROM projects_membership m
 WHERE m.project_id = %(project)s AND m.user_id = %(annotator)s
 FOR UPDATE OF m
@@ -181,10 +185,8 @@ def next_task_for_locked_member(
             leased = cursor.fetchone()
             if leased is not None:
                 assignment_id, created_at, expires_at, *item_values = leased
-                # A raw cursor gets jsonb as text: decode it as the ORM would.
-                item_values[-1] = _ITEM_DATA_FIELD.from_db_value(item_values[-1], None, connection)
                 # from_db: the other columns stay deferred (loaded on access).
-                item = Item.from_db(connection.alias, list(_ITEM_TASK_FIELDS), item_values)
+                item = model_from_row(Item, _ITEM_TASK_MODEL_FIELDS, item_values)
                 item.project = project
                 return Assignment(
                     id=assignment_id,

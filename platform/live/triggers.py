@@ -36,18 +36,28 @@ logger = logging.getLogger(__name__)
 # conditional, so a duplicate message is harmless.
 RESEND_PENDING_AFTER_S = 60
 
-_CHECK_SQL = """
-SELECT p.retrain_every_n,
-       p.is_active,
-       EXISTS (SELECT 1 FROM results_inferencerun r
-               WHERE r.project_id = p.id AND r.status IN ('pending', 'running')) AS active,
-       (SELECT count(*) FROM (
+# SQL fragments over a project row ``p``, shared by the check below and by the
+# one-statement submit (``threshold_due_sql``).
+_RUN_ACTIVE_SQL = """EXISTS (SELECT 1 FROM results_inferencerun r
+               WHERE r.project_id = p.id AND r.status IN ('pending', 'running'))"""
+
+
+def _new_annotations_sql(limit: str) -> str:
+    """Annotations since the last published run's snapshot, counted up to ``limit`` (SQL)."""
+    return f"""(SELECT count(*) FROM (
             SELECT 1 FROM labelling_annotation a
             WHERE a.project_id = p.id
               AND a.id > COALESCE((SELECT r.snapshot_annotation_id FROM results_inferencerun r
                                    WHERE r.project_id = p.id AND r.status = 'published'
                                    ORDER BY r.id DESC LIMIT 1), 0)
-            LIMIT GREATEST(p.retrain_every_n, 1)) AS bounded) AS n_new
+            LIMIT {limit}) AS bounded)"""
+
+
+_CHECK_SQL = f"""
+SELECT p.retrain_every_n,
+       p.is_active,
+       {_RUN_ACTIVE_SQL} AS active,
+       {_new_annotations_sql("GREATEST(p.retrain_every_n, 1)")} AS n_new
 FROM projects_project p WHERE p.id = %s
 """
 
@@ -139,15 +149,8 @@ def threshold_due_sql(*, inserted_id: str) -> str:
     return f"""
 (SELECT CASE WHEN {inserted_id} IS NULL OR NOT p.is_active THEN FALSE
              WHEN {inserted_id} %% GREATEST(p.retrain_every_n / 50, 1) <> 0 THEN FALSE
-             WHEN EXISTS (SELECT 1 FROM results_inferencerun r
-                          WHERE r.project_id = p.id AND r.status IN ('pending', 'running')) THEN FALSE
-             ELSE (SELECT count(*) FROM (
-                       SELECT 1 FROM labelling_annotation a
-                       WHERE a.project_id = p.id
-                         AND a.id > COALESCE((SELECT r.snapshot_annotation_id FROM results_inferencerun r
-                                              WHERE r.project_id = p.id AND r.status = 'published'
-                                              ORDER BY r.id DESC LIMIT 1), 0)
-                       LIMIT GREATEST(p.retrain_every_n - 1, 1)) AS bounded) >= p.retrain_every_n - 1
+             WHEN {_RUN_ACTIVE_SQL} THEN FALSE
+             ELSE {_new_annotations_sql("GREATEST(p.retrain_every_n - 1, 1)")} >= p.retrain_every_n - 1
         END
  FROM projects_project p WHERE p.id = %(project)s)"""
 
