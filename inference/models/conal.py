@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -178,11 +179,13 @@ class _CoNALNet(nn.Module):
         return features
 
     @torch.no_grad()
-    def eval_logits(self, x: torch.Tensor, chunk: int = 32768) -> torch.Tensor:
+    def eval_logits(self, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
         """Classifier logits (n, C) in evaluation mode for many rows, with BatchNorm's
         running statistics folded into the first linear layer: the same numbers as
         ``classifier.eval()(x)`` up to float rounding, one (n, hidden) pass fewer, which is
-        a third of the full-crowd prediction pass a warm refit pays for every item."""
+        a third of the full-crowd prediction pass a warm refit pays for every item.
+        Chunks of 4,096 rows keep the (chunk, hidden) activations in cache (32,768-row
+        chunks took ~1.5x longer at 300k items)."""
         lin1, bn, lin2 = self.classifier[0], self.classifier[1], self.classifier[4]
         if not (isinstance(lin1, nn.Linear) and isinstance(bn, nn.BatchNorm1d) and isinstance(lin2, nn.Linear)):
             raise ValueError("unexpected classifier layout (expected Linear, BatchNorm1d, ..., Linear)")
@@ -301,7 +304,10 @@ class CoNAL(CrowdModel):
 
     # Fitted, beyond the common ones (not annotated here: annotations would become
     # dataclass fields): posterior_probas_ (N, C), item_counts_ (N,) labels per item (warm
-    # start uses it to find changed items), feature_mean_/feature_scale_ (D,) or None.
+    # start uses it to find changed items), feature_mean_/feature_scale_ (D,) or None;
+    # holdout_mask_ (A,) the annotations held out of this fit (all False but in a probe);
+    # probes_ / probe_data_: the tau probe fits and the crowd they saw (empty / None when
+    # tau was not probed), kept for reuse, not checkpointed.
 
     _extra_fitted: ClassVar[tuple[str, ...]] = (
         "posterior_probas_",
@@ -356,6 +362,8 @@ class CoNAL(CrowdModel):
         prev = self._check_init(init)
         with torch_fit_context(num_threads=self.num_threads, seed=self.seed):
             tau = self.label_weight
+            self.probes_: list[CoNAL] = []
+            self.probe_data_: CrowdData | None = None
             if tau is None and prev is None and self.holdout > 0:
                 tau = self._probe_label_weight(data)
             self._fit(data, prev, progress, tau)  # type: ignore[arg-type]
@@ -388,9 +396,13 @@ class CoNAL(CrowdModel):
                 annotator_features=data.annotator_features,
             )
         scores = []
+        # Kept for reuse (read-only): ``probes_`` are the probe fits, each trained on
+        # ``probe_data_`` minus its ``holdout_mask_`` (CrowdInG's acceptance check).
+        self.probe_data_ = sub
         for k in range(int(self.probe_folds)):
             probe = CoNAL(**{**params, "seed": int(self.seed) + 7919 * k})
             probe._fit(sub, None, None, None)
+            self.probes_.append(probe)
             if getattr(probe, "_label_scores", None) is not None:
                 scores.append(probe._label_scores)
                 if sum(sc.shape[1] for sc in scores) >= _PROBE_ENOUGH:
@@ -420,6 +432,9 @@ class CoNAL(CrowdModel):
         # Training sees every annotation but the held-out ones (CSR again, still by item).
         held = self._holdout_mask(a_item, starts, rng) if prev is None and tau is None else np.zeros(len(a_item), dtype=bool)
         tr_item, tr_ann, tr_lab = a_item[~held], a_ann[~held], a_lab[~held]
+        # (A,) in the caller's annotation order: the annotations this fit did not train on.
+        self.holdout_mask_ = np.zeros(len(held), dtype=bool)
+        self.holdout_mask_[order] = held
         tr_counts = np.bincount(tr_item, minlength=n_items)
         tr_starts = np.concatenate([[0], np.cumsum(tr_counts)[:-1]])
 
@@ -712,9 +727,14 @@ class CoNAL(CrowdModel):
         v = F.normalize(net.instance_proj(inputs), dim=1)
         a_in = torch.arange(data.n_annotators) if ann_feats is None else ann_feats
         u = F.normalize(net.annotator_proj(a_in), dim=1)
+        # Cache-sized chunks and a batched dot (einsum) instead of a product then a sum:
+        # about 3x faster at 1M annotations than 262k-row chunks.
         t_item, t_ann = torch.from_numpy(a_item), torch.from_numpy(a_ann)
         dots = torch.cat(
-            [(u[t_ann[s : s + 262144]] * v[t_item[s : s + 262144]]).sum(1) for s in range(0, len(a_item), 262144)]
+            [
+                torch.einsum("ij,ij->i", u.index_select(0, t_ann[s : s + 32768]), v.index_select(0, t_item[s : s + 32768]))
+                for s in range(0, len(a_item), 32768)
+            ]
         )
         omega_sorted = torch.sigmoid(net.omega_scale * dots + net.omega_bias).double().numpy()
         omega = np.empty_like(omega_sorted)
@@ -740,10 +760,7 @@ class CoNAL(CrowdModel):
         lik += (1.0 - w32) * pi_r_cols[a_ann * n_cls + a_lab]
         log_prior = np.log(np.clip(clf, _EPS, None))
         log_lik = np.log(np.maximum(lik, np.float32(_EPS)))
-        # Annotations are sorted by item, so each labelled item's sum is one reduceat segment.
-        first = np.flatnonzero(np.r_[True, a_item[1:] != a_item[:-1]])
-        evidence = np.zeros_like(log_prior)
-        evidence[a_item[first]] = np.add.reduceat(log_lik, first, axis=0, dtype=np.float64)
+        evidence = item_sums(a_item, log_lik, n_items)
         if tau is not None:
             tau = float(tau)
         elif held.any():
@@ -880,6 +897,22 @@ def _choose_tau(scores: np.ndarray) -> float:
     se = diff.std(1) / math.sqrt(max(scores.shape[1] - 1, 1))
     ok = [t for t in range(len(_LABEL_WEIGHTS)) if means[best] - means[t] <= 2 * se[t]]
     return float(_LABEL_WEIGHTS[max(ok)])
+
+
+def item_sums(a_item: np.ndarray, values: np.ndarray, n_items: int) -> np.ndarray:
+    """Per-item sums (n_items, C) of per-annotation rows ``values`` (A, C) whose item
+    indices ``a_item`` (A,) are sorted; float64 out, summed in ``values``' dtype.
+
+    One sparse (items x annotations) product with the CSR layout the sort already gives:
+    about 4x faster at 1M annotations than ``np.add.reduceat`` over 300k segments, whose
+    per-segment strided loop was the largest single cost of a warm refit. Summing float32
+    rows in float32 (no (A, C) float64 copy) errs by ~1e-7 relative per item, far below
+    anything that moves a posterior."""
+    indptr = np.zeros(n_items + 1, dtype=np.int64)
+    np.cumsum(np.bincount(a_item, minlength=n_items), out=indptr[1:])
+    ones = np.ones(len(a_item), dtype=values.dtype)
+    m = sp.csr_array((ones, np.arange(len(a_item), dtype=np.int64), indptr), shape=(n_items, len(a_item)))
+    return np.asarray(m @ values, dtype=np.float64)
 
 
 def _np_softmax(x: np.ndarray, axis: int) -> np.ndarray:
