@@ -755,11 +755,20 @@ class CoNAL(CrowdModel):
         # Per-annotation (A, C) arrays in float32: half the memory traffic of the largest
         # arrays of a refit; the item sums and the final softmax are float64 again.
         pi_r_cols = pi_r_shrunk.transpose(0, 2, 1).reshape(-1, n_cls).astype(np.float32)
+        # lik = w g + (1 - w) r computed as r + w (g - r) in place: two (A, C) buffers
+        # instead of six temporaries (fresh 40 MB arrays page-fault on first touch).
         w32 = omega_sorted.astype(np.float32)[:, None]
-        lik = w32 * pi_g.T.astype(np.float32)[a_lab]
-        lik += (1.0 - w32) * pi_r_cols[a_ann * n_cls + a_lab]
+        lik = np.take(pi_g.T.astype(np.float32), a_lab, axis=0)
+        r_rows = np.take(pi_r_cols, a_ann * n_cls + a_lab, axis=0)
+        lik -= r_rows
+        lik *= w32
+        lik += r_rows
+        del r_rows
         log_prior = np.log(np.clip(clf, _EPS, None))
-        log_lik = np.log(np.maximum(lik, np.float32(_EPS)))
+        if held.any():
+            log_lik = np.log(np.maximum(lik, np.float32(_EPS)))  # the tau scores need lik too
+        else:
+            log_lik = np.log(np.maximum(lik, np.float32(_EPS), out=lik), out=lik)
         evidence = item_sums(a_item, log_lik, n_items)
         if tau is not None:
             tau = float(tau)
@@ -770,7 +779,9 @@ class CoNAL(CrowdModel):
             tau = float(prev.label_weight_)  # warm refit: nothing held out, keep the cold choice
         else:
             tau = 1.0
-        post = _np_softmax(log_prior + tau * evidence, 1)
+        evidence *= tau  # in place: evidence is not needed after this
+        evidence += log_prior
+        post = _np_softmax(evidence, 1)
         self.label_weight_ = tau
 
         self.classifier_probas_ = clf
@@ -917,7 +928,8 @@ def item_sums(a_item: np.ndarray, values: np.ndarray, n_items: int) -> np.ndarra
 
 def _np_softmax(x: np.ndarray, axis: int) -> np.ndarray:
     """Softmax over ``axis`` of a float64 array (rows sum to 1 to machine precision)."""
-    e = np.exp(x - x.max(axis, keepdims=True))
+    e = x - x.max(axis, keepdims=True)
+    np.exp(e, out=e)
     e /= e.sum(axis, keepdims=True)
     return e
 
