@@ -304,10 +304,7 @@ class CoNAL(CrowdModel):
 
     # Fitted, beyond the common ones (not annotated here: annotations would become
     # dataclass fields): posterior_probas_ (N, C), item_counts_ (N,) labels per item (warm
-    # start uses it to find changed items), feature_mean_/feature_scale_ (D,) or None;
-    # holdout_mask_ (A,) the annotations held out of this fit (all False but in a probe);
-    # probes_ / probe_data_: the tau probe fits and the crowd they saw (empty / None when
-    # tau was not probed), kept for reuse, not checkpointed.
+    # start uses it to find changed items), feature_mean_/feature_scale_ (D,) or None.
 
     _extra_fitted: ClassVar[tuple[str, ...]] = (
         "posterior_probas_",
@@ -362,8 +359,6 @@ class CoNAL(CrowdModel):
         prev = self._check_init(init)
         with torch_fit_context(num_threads=self.num_threads, seed=self.seed):
             tau = self.label_weight
-            self.probes_: list[CoNAL] = []
-            self.probe_data_: CrowdData | None = None
             if tau is None and prev is None and self.holdout > 0:
                 tau = self._probe_label_weight(data)
             self._fit(data, prev, progress, tau)  # type: ignore[arg-type]
@@ -396,13 +391,9 @@ class CoNAL(CrowdModel):
                 annotator_features=data.annotator_features,
             )
         scores = []
-        # Kept for reuse (read-only): ``probes_`` are the probe fits, each trained on
-        # ``probe_data_`` minus its ``holdout_mask_`` (CrowdInG's acceptance check).
-        self.probe_data_ = sub
         for k in range(int(self.probe_folds)):
             probe = CoNAL(**{**params, "seed": int(self.seed) + 7919 * k})
             probe._fit(sub, None, None, None)
-            self.probes_.append(probe)
             if getattr(probe, "_label_scores", None) is not None:
                 scores.append(probe._label_scores)
                 if sum(sc.shape[1] for sc in scores) >= _PROBE_ENOUGH:
@@ -432,9 +423,6 @@ class CoNAL(CrowdModel):
         # Training sees every annotation but the held-out ones (CSR again, still by item).
         held = self._holdout_mask(a_item, starts, rng) if prev is None and tau is None else np.zeros(len(a_item), dtype=bool)
         tr_item, tr_ann, tr_lab = a_item[~held], a_ann[~held], a_lab[~held]
-        # (A,) in the caller's annotation order: the annotations this fit did not train on.
-        self.holdout_mask_ = np.zeros(len(held), dtype=bool)
-        self.holdout_mask_[order] = held
         tr_counts = np.bincount(tr_item, minlength=n_items)
         tr_starts = np.concatenate([[0], np.cumsum(tr_counts)[:-1]])
 
