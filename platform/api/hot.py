@@ -34,7 +34,7 @@ from live.triggers import threshold_due_sql
 from projects.models import Project
 
 from .serializers import TaskSerializer
-from .views import _annotation_payload, _plain_submit, _task_payload
+from .payloads import annotation_payload, plain_submit, task_payload
 
 View = Callable[..., HttpResponse]
 
@@ -99,7 +99,7 @@ def submit_fast(request: HttpRequest, project_pk: int) -> HttpResponse | None:
     if key is None or request.content_type != "application/json":
         return None
     try:
-        data = _plain_submit(json.loads(request.body))
+        data = plain_submit(json.loads(request.body))
     except ValueError:
         return None
     if data is None:
@@ -125,7 +125,7 @@ def submit_fast(request: HttpRequest, project_pk: int) -> HttpResponse | None:
         annotator=_USER(pk=annotator_id, username=username), label=data["label"], time_spent_ms=data["time_spent_ms"], now=now,
         threshold_due=threshold_due,
     )
-    return _json(_annotation_payload(annotation, external_id=data["item"], username=username), 201)
+    return _json(annotation_payload(annotation, external_id=data["item"], username=username), 201)
 
 
 def next_task_fast(request: HttpRequest, project_pk: int) -> HttpResponse | None:
@@ -150,7 +150,7 @@ def next_task_fast(request: HttpRequest, project_pk: int) -> HttpResponse | None
     if assignment.item.image:
         # Absolute file URLs need the request: the serializer builds them.
         return _json(TaskSerializer(assignment, context={"request": request}).data, 200)
-    return _json(_task_payload(assignment), 200)
+    return _json(task_payload(assignment), 200)
 
 
 def with_fast_path(fast: Callable[[HttpRequest, int], HttpResponse | None], view: View) -> View:
