@@ -359,14 +359,22 @@ class CoNAL(CrowdModel):
         prev = self._check_init(init)
         with torch_fit_context(num_threads=self.num_threads, seed=self.seed):
             tau = self.label_weight
+            done = 0
             if tau is None and prev is None and self.holdout > 0:
-                tau = self._probe_label_weight(data)
-            self._fit(data, prev, progress, tau)  # type: ignore[arg-type]
+                tau, done = self._probe_label_weight(data, progress)
+            # Main-fit epochs continue the count after the probes' (one bar, one heartbeat).
+            main_progress = None if progress is None else _shifted(progress, done)
+            self._fit(data, prev, main_progress, tau)  # type: ignore[arg-type]
         return self
 
-    def _probe_label_weight(self, data: CrowdData) -> float:
+    def _probe_label_weight(self, data: CrowdData, progress: ProgressFn | None = None) -> tuple[float, int]:
         """tau from a probe fit with held-out annotations (see the module docstring), on a
-        seeded sample of at most ``probe_items`` labelled items."""
+        seeded sample of at most ``probe_items`` labelled items; and the number of probe
+        epochs reported to ``progress``.
+
+        ``progress`` sees the probes' epochs first, out of a total that counts the probes
+        still allowed plus the main fit, so a live run keeps its heartbeat and the CLI bar
+        moves during the probes; the total shrinks when the probes stop early."""
         rng = np.random.default_rng([int(self.seed), 1])
         labelled = np.flatnonzero(np.bincount(data.item_idx, minlength=data.n_items) > 0)
         sub = data
@@ -390,15 +398,26 @@ class CoNAL(CrowdModel):
                 features=None if data.features is None else data.features[keep_items],
                 annotator_features=data.annotator_features,
             )
+        main_epochs = sum(self._schedule(len(labelled)))
         scores = []
-        for k in range(int(self.probe_folds)):
+        done = 0
+        n_folds = int(self.probe_folds)
+        for k in range(n_folds):
             probe = CoNAL(**{**params, "seed": int(self.seed) + 7919 * k})
-            probe._fit(sub, None, None, None)
+            probe_progress = None
+            if progress is not None:
+                left = n_folds - k
+
+                def probe_progress(epoch: int, total: int, loss: float, _done: int = done, _left: int = left) -> None:
+                    report_progress(progress, _done + epoch, _done + _left * total + main_epochs, loss)
+
+            probe._fit(sub, None, probe_progress, None)
+            done += probe.n_epochs_
             if getattr(probe, "_label_scores", None) is not None:
                 scores.append(probe._label_scores)
                 if sum(sc.shape[1] for sc in scores) >= _PROBE_ENOUGH:
                     break  # enough held-out labels for a stable choice: skip further folds
-        return _choose_tau(np.concatenate(scores, 1)) if scores else 1.0
+        return (_choose_tau(np.concatenate(scores, 1)) if scores else 1.0), done
 
     def _fit(self, data: CrowdData, prev: CoNAL | None, progress: ProgressFn | None, tau: float | None) -> None:
         t0 = self._start_fit(data)
@@ -840,6 +859,15 @@ class CoNAL(CrowdModel):
         net.load_state_dict(state["state_dict"])
         net.eval()
         self._net = net
+
+
+def _shifted(progress: ProgressFn, offset: int) -> ProgressFn:
+    """``progress`` with ``offset`` epochs (the probes') added to the epoch and the total."""
+
+    def call(epoch: int, total: int, loss: float) -> None:
+        report_progress(progress, offset + epoch, offset + total, loss)
+
+    return call
 
 
 def weight_decay_rule(n_inputs: int, n_labelled: int) -> float:

@@ -458,6 +458,8 @@ class CrowdInG(CrowdModel):
         self._tau: float | None = None
         # (anchor, posterior) (A, C) likelihood tables of the CoNAL noise model, per fit.
         self._noise_tables: tuple[np.ndarray, np.ndarray] | None = None
+        # Epochs reported before ours (CoNAL's tau probes), so the progress count runs on.
+        self._progress_offset = 0
 
     # ------------------------------------------------------------------ public extras
     @property
@@ -535,6 +537,7 @@ class CrowdInG(CrowdModel):
         # tau of the posterior: given, else CoNAL's held-out choice (set by the
         # pre-training), else the previous fit's on a warm refit, else None (1 + calibration).
         self._tau: float | None = None if self.label_weight is None else float(self.label_weight)
+        self._progress_offset = 0
         if self._tau is None and prev is not None and warm:
             self._tau = getattr(prev, "label_weight_", None)
         wd = self._weight_decay(n_features or int(self.item_embedding_dim), len(labelled))
@@ -666,10 +669,15 @@ class CrowdInG(CrowdModel):
             num_threads=int(self.num_threads),
         )
 
+        reported = [0]
+
         def conal_progress(epoch: int, total: int, loss: float) -> None:
+            reported[0] = epoch
             report_progress(progress, epoch, total + n_after, loss)
 
         conal.fit(data, progress=conal_progress)
+        # CoNAL reports its tau probes' epochs before its own; ours continue after them.
+        self._progress_offset = max(0, reported[0] - len(conal.loss_history_))
         # The fitted network itself: CoNAL exposes no public weights accessor, and its
         # classifier is the part CrowdInG shares (same package, same layer list).
         src = conal._net
@@ -710,7 +718,8 @@ class CrowdInG(CrowdModel):
 
     def _log(self, progress: ProgressFn | None, epoch: int, total: int, loss: float) -> None:
         self.loss_history_.append(float(loss))
-        report_progress(progress, epoch, total, loss)
+        off = self._progress_offset
+        report_progress(progress, epoch + off, total + off, loss)
 
     # ------------------------------------------------------------------ one adversarial epoch
     def _adversarial_epoch(

@@ -317,3 +317,21 @@ def test_sparse_ds_start_matches_a_direct_em_loop() -> None:
     np.testing.assert_allclose(post, ref, atol=1e-10)
     np.testing.assert_allclose(conf, cf, atol=1e-10)
     np.testing.assert_allclose(pooled, pl, atol=1e-10)
+
+
+def test_progress_counts_the_probe_epochs_then_the_main_fit() -> None:
+    # A small crowd: each probe holds out ~90 labels, so several probes run before the main fit.
+    data = make_synthetic_crowd(n_items=300, n_test=10, n_annotators=10, labels_per_item=3, seed=4).data
+    seen: list[tuple[int, int]] = []
+    model = CoNAL(seed=0, **FAST).fit(data, progress=lambda e, t, _loss: seen.append((e, t)))
+    epochs, totals = [e for e, _ in seen], [t for _, t in seen]
+    assert epochs == list(range(1, len(seen) + 1))  # one call per epoch, probes first
+    assert len(seen) > model.n_epochs_  # the probes' epochs were reported too
+    assert all(a >= b for a, b in zip(totals, totals[1:]))  # the total only shrinks (probes may stop early)
+    assert seen[-1][0] == seen[-1][1]  # and the bar ends full
+    # Reporting progress does not change the fit.
+    assert (CoNAL(seed=0, **FAST).fit(data).probas_ == model.probas_).all()
+    # A fixed tau runs no probe: exactly the main fit's epochs.
+    fixed: list[tuple[int, int]] = []
+    m2 = CoNAL(seed=0, label_weight=1.0, **FAST).fit(data, progress=lambda e, t, _loss: fixed.append((e, t)))
+    assert fixed == [(e, m2.n_epochs_) for e in range(1, m2.n_epochs_ + 1)]
