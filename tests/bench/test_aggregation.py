@@ -34,3 +34,15 @@ def test_gold_ceiling_needs_a_test_split() -> None:
     s = make_synthetic_crowd(n_items=100, n_test=10, n_annotators=5, n_classes=3, seed=2)
     with pytest.raises(ValueError, match="test split"):
         gold_ceiling(Crowd("tiny", s.data, s.true_labels), seed=0)
+
+
+def test_without_features_keeps_the_crowd_and_drops_only_the_features() -> None:
+    from bench.aggregation import without_features
+
+    s = make_synthetic_crowd(n_items=100, n_test=10, n_annotators=5, n_classes=3, seed=2)
+    crowd = Crowd("tiny", s.data, s.true_labels, s.test_features, s.test_labels, truth=s)
+    bare = without_features(crowd)
+    assert bare.name == "tiny (no features)"
+    assert bare.data.features is None and bare.test_features is None
+    assert (bare.data.label_idx == s.data.label_idx).all() and bare.data.items == s.data.items
+    assert (bare.gold == crowd.gold).all()
