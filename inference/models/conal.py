@@ -39,7 +39,11 @@ Implementation notes (the *why*):
   sets) pool their scores until 1,000 held-out labels are reached; each probe trains on
   at most ``probe_items`` labelled items, so the probes cost a bounded share of a large
   fit. The main fit then trains on every annotation and uses that tau.
-* Items without features get a learned per-item embedding as classifier input.
+* Items without features get a learned per-item embedding as classifier input. On a crowd
+  with no features at all, the posterior (the default aggregation) is Dawid-Skene's:
+  without an instance representation the omega mixture is one more per-annotator
+  confusion, and the jointly fitted per-item embedding is a worse estimate than DS's EM
+  (see ``_finalise``); the classifier, confusions and omega stay this model's own.
 """
 from __future__ import annotations
 
