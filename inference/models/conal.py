@@ -388,11 +388,12 @@ class CoNAL(CrowdModel):
         labelled = np.flatnonzero(np.bincount(data.item_idx, minlength=data.n_items) > 0)
         sub = data
         params: dict[str, Any] = {**self.get_params(), "label_weight": None}
+        main_schedule = self._schedule(len(labelled))
         if len(labelled) > int(self.probe_items):
             # Same number of passes over its items as the main fit makes over all of them
             # (the probe's own step budget would give a 5k-item sample 25 epochs: at 1M
             # annotations the probe cost more than a third of the main fit).
-            params["epochs"] = self._schedule(len(labelled))[0]
+            params["epochs"] = main_schedule[0]
             keep_items = np.sort(rng.choice(labelled, size=int(self.probe_items), replace=False))
             new_idx = np.full(data.n_items, -1, dtype=np.int64)
             new_idx[keep_items] = np.arange(len(keep_items))
@@ -407,7 +408,7 @@ class CoNAL(CrowdModel):
                 features=None if data.features is None else data.features[keep_items],
                 annotator_features=data.annotator_features,
             )
-        main_epochs = sum(self._schedule(len(labelled)))
+        main_epochs = sum(main_schedule)
         scores = []
         done = 0
         n_folds = int(self.probe_folds)
@@ -760,26 +761,54 @@ class CoNAL(CrowdModel):
         fallback = float(omega_sorted.mean())
         ann_omega = np.where(n_per_ann > 0, sums / np.maximum(n_per_ann, 1), fallback)
 
-        # Posterior: log p(z|x) + tau sum_a log(w pi^g[z, y] + (1-w) pi~^r[z, y]), where
-        # pi~^r is shrunk toward pi^g for annotators with few (training) labels and tau is
-        # chosen on the held-out annotations (see the module docstring).
-        k = float(self.shrinkage)
-        nr = np.bincount(a_ann[~held], minlength=data.n_annotators)[:, None, None].astype(np.float64)
-        pi_r_shrunk = (nr * pi_r + k * pi_g[None]) / np.maximum(nr + k, _EPS)
-        # Column y of a matrix is row y of its transpose: row gathers from (C, C) and
-        # (R*C, C) tables instead of fancy indexing with a middle slice (3x slower at 1M).
+        if net.item_embedding is not None:
+            # Without item features the per-annotator mixture w_r pi^g + (1 - w_r) pi^r is
+            # just another per-annotator confusion, so the model class is Dawid-Skene's,
+            # and the per-item embedding "classifier" is a free distribution per item
+            # fitted to that item's own labels: a joint maximum-likelihood estimate,
+            # worse than DS's EM on the marginal likelihood with a shared class prior
+            # (measured: 16-18 points below DS on the default synthetic crowd, 0.3-1.3 on
+            # LabelMe and Sentiment). The posterior is therefore DS's; the classifier,
+            # the common/individual split and omega are still CoNAL's, for the dashboard.
+            post = DawidSkene().fit(data).probas_
+            tau = 1.0 if tau is None else float(tau)
+        else:
+            post, tau = self._label_posterior(clf, pi_g, pi_r, omega_sorted, a_item, a_ann, a_lab, held, prev, tau)
+        self.label_weight_ = tau
+
+        self.classifier_probas_ = clf
+        self.posterior_probas_ = post
+        self.probas_ = post if self.aggregate == "posterior" else clf.copy()
+        self.labels_ = self.probas_.argmax(1).astype(np.int64)
+        self.confusions_ = pi_r
+        self.common_confusion_ = pi_g
+        self.omega_ = omega
+        self.annotator_omega_ = ann_omega
+
+    def _label_posterior(
+        self,
+        clf: np.ndarray,
+        pi_g: np.ndarray,
+        pi_r: np.ndarray,
+        omega: np.ndarray,
+        a_item: np.ndarray,
+        a_ann: np.ndarray,
+        a_lab: np.ndarray,
+        held: np.ndarray,
+        prev: CoNAL | None,
+        tau: float | None,
+    ) -> tuple[np.ndarray, float]:
+        """The posterior (N, C) log p(z|x) + tau sum_a log(w pi^g[z, y] + (1-w) pi~^r[z, y])
+        and its tau. pi~^r is shrunk toward pi^g for annotators with few (training) labels;
+        tau is given, else chosen on the held-out annotations (see the module docstring),
+        else the warm start's. clf (N, C); pi_g (C, C); pi_r (R, C, C); omega, a_item,
+        a_ann, a_lab, held (A,) in item-sorted order."""
+        n_items = clf.shape[0]
+        nr = np.bincount(a_ann[~held], minlength=pi_r.shape[0])
+        pi_r_shrunk = shrink_confusions(pi_r, pi_g, nr, float(self.shrinkage))
         # Per-annotation (A, C) arrays in float32: half the memory traffic of the largest
         # arrays of a refit; the item sums and the final softmax are float64 again.
-        pi_r_cols = pi_r_shrunk.transpose(0, 2, 1).reshape(-1, n_cls).astype(np.float32)
-        # lik = w g + (1 - w) r computed as r + w (g - r) in place: two (A, C) buffers
-        # instead of six temporaries (fresh 40 MB arrays page-fault on first touch).
-        w32 = omega_sorted.astype(np.float32)[:, None]
-        lik = np.take(pi_g.T.astype(np.float32), a_lab, axis=0)
-        r_rows = np.take(pi_r_cols, a_ann * n_cls + a_lab, axis=0)
-        lik -= r_rows
-        lik *= w32
-        lik += r_rows
-        del r_rows
+        lik = mixture_likelihood(pi_g, pi_r_shrunk, omega, a_ann, a_lab, dtype=np.float32)
         log_prior = np.log(np.clip(clf, _EPS, None))
         if held.any():
             log_lik = np.log(np.maximum(lik, np.float32(_EPS)))  # the tau scores need lik too
@@ -797,27 +826,7 @@ class CoNAL(CrowdModel):
             tau = 1.0
         evidence *= tau  # in place: evidence is not needed after this
         evidence += log_prior
-        post = _np_softmax(evidence, 1)
-        if net.item_embedding is not None:
-            # Without item features the per-annotator mixture w_r pi^g + (1 - w_r) pi^r is
-            # just another per-annotator confusion, so the model class is Dawid-Skene's,
-            # and the per-item embedding "classifier" is a free distribution per item
-            # fitted to that item's own labels: a joint maximum-likelihood estimate,
-            # worse than DS's EM on the marginal likelihood with a shared class prior
-            # (measured: 16-18 points below DS on the default synthetic crowd, 0.3-1.3 on
-            # LabelMe and Sentiment). The posterior is therefore DS's; the classifier,
-            # the common/individual split and omega are still CoNAL's, for the dashboard.
-            post = DawidSkene().fit(data).probas_
-        self.label_weight_ = tau
-
-        self.classifier_probas_ = clf
-        self.posterior_probas_ = post
-        self.probas_ = post if self.aggregate == "posterior" else clf.copy()
-        self.labels_ = self.probas_.argmax(1).astype(np.int64)
-        self.confusions_ = pi_r
-        self.common_confusion_ = pi_g
-        self.omega_ = omega
-        self.annotator_omega_ = ann_omega
+        return _np_softmax(evidence, 1), tau
 
     # ------------------------------------------------------------------ prediction
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
@@ -878,6 +887,37 @@ class CoNAL(CrowdModel):
         net.load_state_dict(state["state_dict"])
         net.eval()
         self._net = net
+
+
+def shrink_confusions(pi_r: np.ndarray, target: np.ndarray, n_per_ann: np.ndarray, k: float) -> np.ndarray:
+    """Individual confusions (R, C, C) shrunk toward ``target`` (C, C) in proportion to
+    each annotator's label count ``n_per_ann`` (R,): (n_r pi^r + k target) / (n_r + k)."""
+    nr = np.asarray(n_per_ann, dtype=np.float64)[:, None, None]
+    return (nr * pi_r + k * target[None]) / np.maximum(nr + k, _EPS)
+
+
+def mixture_likelihood(
+    pi_g: np.ndarray,
+    pi_r: np.ndarray,
+    omega: np.ndarray,
+    ann: np.ndarray,
+    lab: np.ndarray,
+    dtype: type = np.float64,
+) -> np.ndarray:
+    """(A, C) p(y_a | z) = w_a pi^g[z, y_a] + (1 - w_a) pi^r_{r_a}[z, y_a] per annotation.
+
+    pi_g (C, C), pi_r (R, C, C), omega/ann/lab (A,). Column y of a matrix is row y of its
+    transpose: row gathers from (C, C) and (R*C, C) tables instead of fancy indexing with
+    a middle slice (3x slower at 1M), and the mixture is r + w (g - r) in place, two
+    (A, C) buffers instead of six temporaries (fresh 40 MB arrays page-fault on first
+    touch)."""
+    n_cls = pi_g.shape[0]
+    lik = np.take(pi_g.T.astype(dtype), lab, axis=0)
+    r_rows = np.take(pi_r.transpose(0, 2, 1).reshape(-1, n_cls).astype(dtype), ann * n_cls + lab, axis=0)
+    lik -= r_rows
+    lik *= np.asarray(omega).astype(dtype)[:, None]
+    lik += r_rows
+    return lik
 
 
 def _shifted(progress: ProgressFn, offset: int) -> ProgressFn:
@@ -1001,8 +1041,6 @@ def _ds_init(
     This replaces 2*C bincounts over the annotations per step (most of a 1M-annotation
     fit's start-up time) with two sparse products over the same non-zeros.
     """
-    from scipy import sparse
-
     counts = np.bincount(a_item * n_cls + a_lab, minlength=n_items * n_cls).reshape(n_items, n_cls).astype(np.float64)
     tot = counts.sum(1, keepdims=True)
     if item_prior is None:
@@ -1011,7 +1049,7 @@ def _ds_init(
         post = np.asarray(item_prior, dtype=np.float64).copy()
     flat = a_ann * n_cls + a_lab  # (annotator, label) cell of each annotation
     # Duplicate (cell, item) pairs are summed by the CSR constructor: counts, as bincount did.
-    b = sparse.csr_matrix(
+    b = sp.csr_matrix(
         (np.ones(len(flat)), (flat, a_item)), shape=(n_ann * n_cls, n_items), dtype=np.float64
     )
     bt = b.T.tocsr()
