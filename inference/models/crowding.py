@@ -99,7 +99,7 @@ from inference.models._crowding_ops import (
 )
 from inference.models._torch import fit_inputs, net_checkpoint, torch_fit_context
 from inference.models.base import CrowdModel, ProgressFn, match_ids, report_progress
-from inference.models.conal import CoNAL, _ds_init
+from inference.models.conal import CoNAL, _ds_init, item_sums, mixture_likelihood, shrink_confusions
 
 __all__ = ["CrowdInG", "GeneratedAnnotation"]
 
@@ -699,16 +699,11 @@ class CrowdInG(CrowdModel):
         # classifier off CoNAL's optimum (synthetic crowd, 60 % removal: -1.6 points).
         self._noise_tables = None
         if float(self.lr_crowd_layer) == 0 and getattr(conal, "omega_", None) is not None:
-            w = np.asarray(conal.omega_, np.float64)[:, None]
+            w = np.asarray(conal.omega_, np.float64)
             pi_g, pi_r = conal.common_confusion_, conal.confusions_
             r, y = np.asarray(data.annotator_idx), np.asarray(data.label_idx)
-            nr = np.bincount(r, minlength=data.n_annotators)[:, None, None].astype(np.float64)
-            kk = float(self.shrinkage)
-            pi_s = (nr * pi_r + kk * pi_g[None]) / np.maximum(nr + kk, _EPS)
-            self._noise_tables = (
-                w * pi_g[:, y].T + (1.0 - w) * pi_r[r, :, y],
-                w * pi_g[:, y].T + (1.0 - w) * pi_s[r, :, y],
-            )
+            pi_s = shrink_confusions(pi_r, pi_g, np.bincount(r, minlength=data.n_annotators), float(self.shrinkage))
+            self._noise_tables = (mixture_likelihood(pi_g, pi_r, w, r, y), mixture_likelihood(pi_g, pi_s, w, r, y))
         if self._tau is None:
             # CoNAL (since its label-weight change) chooses tau on held-out annotations;
             # an older CoNAL without it leaves CrowdInG's own calibration in charge.
@@ -956,14 +951,14 @@ class CrowdInG(CrowdModel):
         conf = torch.softmax(net.w_crowd.double(), 2).numpy()  # (R, C, C)
         a_item, a_ann, a_lab = t.a_item.numpy(), t.a_ann.numpy(), t.a_lab.numpy()
 
-        # Crowd-layer posterior, individual confusions shrunk toward the pooled one.
-        nr = n_per_ann[:, None, None].astype(np.float64)
-        pooled = (nr * conf).sum(0) / max(float(nr.sum()), _EPS)
-        kk = float(self.shrinkage)
-        shrunk = (nr * conf + kk * pooled[None]) / np.maximum(nr + kk, _EPS)
-        lik_crowd = shrunk[a_ann, :, a_lab]  # (A, C): p(y_a | z) per class
         if self._noise_tables is not None:
             lik_crowd = self._noise_tables[1]  # the fixed CoNAL noise model, per annotation
+        else:
+            # Crowd-layer posterior, individual confusions shrunk toward the pooled one.
+            nr = n_per_ann[:, None, None].astype(np.float64)
+            pooled = (nr * conf).sum(0) / max(float(nr.sum()), _EPS)
+            shrunk = shrink_confusions(conf, pooled, n_per_ann, float(self.shrinkage))
+            lik_crowd = shrunk[a_ann, :, a_lab]  # (A, C): p(y_a | z) per class
         tau = self._tau
         # A tau chosen on held-out annotations already sets the prior-vs-labels balance
         # that the temperature would: calibrating on top would undo it in-sample.
@@ -1179,14 +1174,10 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _posterior(clf: np.ndarray, log_lik: np.ndarray, a_item: np.ndarray) -> np.ndarray:
-    """Normalised clf * prod_a lik_a per item; ``log_lik`` is (A, C)."""
-    n_items, n_cls = clf.shape
-    log_post = np.log(np.clip(clf, _EPS, None))
-    for c in range(n_cls):  # loop over classes only; bincount is the scatter-add
-        log_post[:, c] += np.bincount(a_item, weights=log_lik[:, c], minlength=n_items)
-    log_post -= log_post.max(1, keepdims=True)
-    post = np.exp(log_post)
-    return post / post.sum(1, keepdims=True)
+    """Normalised clf * prod_a lik_a per item; ``log_lik`` is (A, C), ``a_item`` (A,) in
+    any order (sorted here for CoNAL's per-item sum)."""
+    order = np.argsort(a_item, kind="stable")
+    return _softmax(np.log(np.clip(clf, _EPS, None)) + item_sums(a_item[order], log_lik[order], clf.shape[0]))
 
 
 def _fit_temperature(logits: np.ndarray, lik: np.ndarray, a_item: np.ndarray) -> float:
