@@ -42,6 +42,8 @@ SYNTHETIC_TYPES = ("asymmetric", "symmetric")
 # (0.4-0.8 at share 0.5).
 SYNTHETIC_SETTINGS = ((0.6, 0.0), (0.6, 0.3), (0.6, 0.5), (0.6, 0.7),
                       (0.4, 0.3), (0.4, 0.5), (0.4, 0.7), (0.8, 0.5))
+#: The generator's default setting: the one synthetic crowd ``--no-features`` copies.
+DEFAULT_SYNTHETIC = ("asymmetric", 0.6, 0.5)
 
 Row = dict[str, Any]
 
@@ -121,8 +123,7 @@ def run_crowd(crowd: Crowd, seed: int) -> list[Row]:
         if crowd.test_features is not None and crowd.test_labels is not None:
             test_acc = accuracy(ts.value.predict(crowd.test_features), crowd.test_labels)
         add("DS → classifier", ts, ts.value.predict(data.features), test_acc=test_acc)
-
-        if crowd.test_features is not None and crowd.test_labels is not None:
+        if test_acc is not None:
             oracle = measure(lambda: gold_ceiling(crowd, seed))
             add(GOLD_CLF, oracle, None, test_acc=oracle.value)
     return rows
@@ -161,10 +162,13 @@ def synthetic_crowds(seed: int) -> list[Crowd]:
     for kind in SYNTHETIC_TYPES:
         for strength, share in SYNTHETIC_SETTINGS:
             s = make_synthetic_crowd(common_type=kind, common_share=share, common_strength=strength, seed=seed)
-            out.append(Crowd(f"synthetic {kind[:4]} strength={strength} share={share}", s.data, s.true_labels,
+            out.append(Crowd(_synthetic_name(kind, strength, share), s.data, s.true_labels,
                              s.test_features, s.test_labels, truth=s))
     return out
 
+
+def _synthetic_name(kind: str, strength: float, share: float) -> str:
+    return f"synthetic {kind[:4]} strength={strength} share={share}"
 
 
 # ---------------------------------------------------------------------- scale
@@ -378,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         crowds: list[Crowd] = list(real) + (synthetic_crowds(seed) if args.synthetic else [])
         if args.no_features:
             crowds += [without_features(c) for c in crowds
-                       if not c.name.startswith("synthetic") or c.name == "synthetic asym strength=0.6 share=0.5"]
+                       if not c.name.startswith("synthetic") or c.name == _synthetic_name(*DEFAULT_SYNTHETIC)]
         for crowd in crowds:
             t = time.perf_counter()
             rows.extend(run_crowd(crowd, seed))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bench._common import Crowd
-from bench.aggregation import _paired_class, gold_ceiling
+from bench.aggregation import _paired_class, gold_ceiling, without_features
 from inference.synthetic import common_confusion_matrix, make_synthetic_crowd
 
 
@@ -37,8 +37,6 @@ def test_gold_ceiling_needs_a_test_split() -> None:
 
 
 def test_without_features_keeps_the_crowd_and_drops_only_the_features() -> None:
-    from bench.aggregation import without_features
-
     s = make_synthetic_crowd(n_items=100, n_test=10, n_annotators=5, n_classes=3, seed=2)
     crowd = Crowd("tiny", s.data, s.true_labels, s.test_features, s.test_labels, truth=s)
     bare = without_features(crowd)
