@@ -355,3 +355,21 @@ def test_progress_counts_the_probe_epochs_then_the_main_fit() -> None:
     fixed: list[tuple[int, int]] = []
     m2 = CoNAL(seed=0, label_weight=1.0, **FAST).fit(data, progress=lambda e, t, _loss: fixed.append((e, t)))
     assert fixed == [(e, m2.n_epochs_) for e in range(1, m2.n_epochs_ + 1)]
+
+
+def test_mixture_likelihood_and_shrinkage_match_their_formulas() -> None:
+    from inference.models.conal import mixture_likelihood, shrink_confusions
+
+    rng = np.random.default_rng(0)
+    n_ann, n_cls, n = 4, 3, 50
+    pi_g = rng.dirichlet(np.ones(n_cls), n_cls)
+    pi_r = rng.dirichlet(np.ones(n_cls), (n_ann, n_cls))
+    w, r, y = rng.random(n), rng.integers(0, n_ann, n), rng.integers(0, n_cls, n)
+    direct = w[:, None] * pi_g[:, y].T + (1 - w[:, None]) * pi_r[r, :, y]
+    np.testing.assert_allclose(mixture_likelihood(pi_g, pi_r, w, r, y), direct, rtol=1e-12)
+    assert mixture_likelihood(pi_g, pi_r, w, r, y, dtype=np.float32).dtype == np.float32
+    counts = np.array([0, 1, 5, 100])
+    shrunk = shrink_confusions(pi_r, pi_g, counts, 5.0)
+    np.testing.assert_allclose(shrunk[0], pi_g)  # no labels: the target itself
+    np.testing.assert_allclose(shrunk[2], (5 * pi_r[2] + 5 * pi_g) / 10)
+    np.testing.assert_allclose(shrunk.sum(2), 1.0)
