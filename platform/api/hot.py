@@ -33,8 +33,8 @@ from labelling import services as labelling_services
 from live.triggers import threshold_due_sql
 from projects.models import Project
 
-from .serializers import TaskSerializer
 from .payloads import annotation_payload, plain_submit, task_payload
+from .serializers import TaskSerializer
 
 View = Callable[..., HttpResponse]
 
