@@ -275,7 +275,22 @@ def test_conal_pretraining_is_the_start(crowd: SyntheticCrowd, fitted: CrowdInG)
     assert start.label_weight_ == conal.label_weight_ and start.temperature_ == 1.0
     np.testing.assert_allclose(start.posterior_probas_, conal.posterior_probas_, atol=1e-5)
     np.testing.assert_allclose(fitted.confusions_, mixed, atol=1e-5)
+    # The generator starts at CoNAL's noise model of each (item, annotator) pair:
+    # omega_a pi^g + (1 - omega_a) pi^r, not the per-annotator average of omega.
+    d = crowd.data
+    net = start._net
+    assert net is not None and bool(net.use_mixture)
+    x = torch.from_numpy((np.asarray(d.features, np.float32) - start.feature_mean_) / start.feature_scale_)
+    r = torch.from_numpy(np.asarray(d.annotator_idx, np.int64))
+    with torch.no_grad():
+        cond = net.generator_conditionals(x[torch.from_numpy(np.asarray(d.item_idx))], r, r, None).double().numpy()
+    w = conal.omega_[:, None, None]
+    expected = w * conal.common_confusion_[None] + (1 - w) * conal.confusions_[np.asarray(d.annotator_idx)]
+    np.testing.assert_allclose(cond, expected, atol=1e-4)
+    assert np.abs(cond - start.confusions_[np.asarray(d.annotator_idx)]).max() > 1e-2  # pair-wise, not averaged
+    # A crowd layer that is trained moves off CoNAL's mixture and is the generator's base.
     trained = CrowdInG(seed=0, lr_crowd_layer=1e-2, **FAST).fit(crowd.data)
+    assert trained._net is not None and not bool(trained._net.use_mixture)
     assert np.abs(trained.confusions_ - mixed).max() > 1e-3
 
 
