@@ -225,9 +225,7 @@ class _CoNALNet(nn.Module):
 
     def omega(self, x: torch.Tensor, annotator_in: torch.Tensor) -> torch.Tensor:
         """omega for aligned (instance input, annotator input) rows."""
-        v = F.normalize(self.instance_proj(x), dim=1)
-        u = F.normalize(self.annotator_proj(annotator_in), dim=1)
-        return torch.sigmoid(self.omega_scale * (u * v).sum(1) + self.omega_bias)
+        return pair_omega(self.instance_proj, self.annotator_proj, self.omega_scale, self.omega_bias, x, annotator_in)
 
 
 @dataclass(eq=False)
@@ -887,6 +885,23 @@ class CoNAL(CrowdModel):
         net.load_state_dict(state["state_dict"])
         net.eval()
         self._net = net
+
+
+def pair_omega(
+    instance_proj: nn.Module,
+    annotator_proj: nn.Module,
+    scale: torch.Tensor,
+    bias: torch.Tensor,
+    x: torch.Tensor,
+    annotator_in: torch.Tensor,
+) -> torch.Tensor:
+    """(P,) omega = sigmoid(scale <u, v> + bias) for aligned rows, with v the normalised
+    instance embedding of x (P, D) and u the annotator's of ``annotator_in`` (P,) ids or
+    (P, E) features. CrowdInG's generator evaluates the same omega from CoNAL's copied
+    weights (``_CrowdInGNet.noise_base``)."""
+    v = F.normalize(instance_proj(x), dim=1)
+    u = F.normalize(annotator_proj(annotator_in), dim=1)
+    return torch.sigmoid(scale * (u * v).sum(1) + bias)
 
 
 def shrink_confusions(pi_r: np.ndarray, target: np.ndarray, n_per_ann: np.ndarray, k: float) -> np.ndarray:

@@ -113,6 +113,7 @@ from inference.models.conal import (
     _ds_init,
     item_sums,
     mixture_likelihood,
+    pair_omega,
     shrink_confusions,
     weight_decay_rule,
 )
@@ -256,9 +257,7 @@ class _CrowdInGNet(nn.Module):
         """
         if not bool(self.use_mixture):
             return self.w_crowd[r]
-        v = F.normalize(self.mix_inst(x), dim=1)
-        u = F.normalize(self.mix_ann(r_in), dim=1)
-        w = torch.sigmoid(self.mix_scale * (u * v).sum(1) + self.mix_bias)[:, None, None]
+        w = pair_omega(self.mix_inst, self.mix_ann, self.mix_scale, self.mix_bias, x, r_in)[:, None, None]
         mixed = w * self.mix_common[None] + (1.0 - w) * self.mix_indiv[r]
         return torch.log(mixed.clamp_min(_EPS))
 
@@ -734,8 +733,11 @@ class CrowdInG(CrowdModel):
         # The fitted network itself: CoNAL exposes no public weights accessor, and its
         # classifier is the part CrowdInG shares (same package, same layer list).
         src = conal._net
-        if src is None or conal.common_confusion_ is None or conal.annotator_omega_ is None:
+        if src is None or conal.common_confusion_ is None or conal.annotator_omega_ is None or conal.omega_ is None:
             raise ValueError("the CoNAL pre-training left no network")  # pragma: no cover
+        # A crowd layer that is to be trained (lr_crowd_layer > 0) is the generator's base
+        # and the anchor's noise model; else CoNAL's pair-wise model, fixed, is both.
+        fixed_noise = float(self.lr_crowd_layer) == 0
         omega = np.asarray(conal.annotator_omega_, np.float64)[:, None, None]
         mixed = omega * conal.common_confusion_[None] + (1.0 - omega) * conal.confusions_
         with torch.no_grad():
@@ -752,15 +754,14 @@ class CrowdInG(CrowdModel):
             net.mix_bias.copy_(src.omega_bias.detach())
             net.mix_common.copy_(torch.from_numpy(np.asarray(conal.common_confusion_, np.float32)))
             net.mix_indiv.copy_(torch.from_numpy(np.asarray(conal.confusions_, np.float32)))
-            # A crowd layer that is to be trained (lr_crowd_layer > 0) stays the base.
-            net.use_mixture.fill_(float(self.lr_crowd_layer) == 0)
+            net.use_mixture.fill_(fixed_noise)
         # CoNAL's own noise model per annotation, omega_a pi^g + (1 - omega_a) pi^r: the
         # classifier anchor (unshrunk, as CoNAL trains) and the posterior (pi^r shrunk
         # toward pi^g, as CoNAL aggregates) use it while the crowd layer stays fixed.
         # Anchoring through the per-annotator average of omega instead moved the
         # classifier off CoNAL's optimum (synthetic crowd, 60 % removal: -1.6 points).
         self._noise_tables = None
-        if float(self.lr_crowd_layer) == 0 and getattr(conal, "omega_", None) is not None:
+        if fixed_noise:
             w = np.asarray(conal.omega_, np.float64)
             pi_g, pi_r = conal.common_confusion_, conal.confusions_
             r, y = np.asarray(data.annotator_idx), np.asarray(data.label_idx)
