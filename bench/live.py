@@ -11,11 +11,21 @@ PostgreSQL + Redis + ONE real Celery worker process, it measures:
     threshold (``retrain_every_n``) and stops when the labels endpoint serves
     the new run's labels (the run warm-starts from (a)'s checkpoint).
 
+``--chain`` measures the live refit chain instead: an EMPTY project per crowd and
+model, labels arriving in ``--batches`` batches through the crowd-import API (each
+batch crosses ``retrain_every_n``, so the real trigger starts the run), and after
+each run its published accuracy, ECE and seconds next to a cold fit of the same
+model, seed and platform defaults on exactly the labels that run read (fitted in
+this process from the same database snapshot).
+
 It uses its own database (dropped at the end unless --keep-db), its own Celery
 queue and Redis DB, so it can run next to other work. Usage::
 
     .venv/bin/python bench/live.py                 # defaults as above, model conal
     .venv/bin/python bench/live.py --model ds --items 3000 --annotations 10000   # quick
+    .venv/bin/python bench/live.py --chain --crowd synthetic \
+        --crowd labelme=../shared/datasets/labelme --crowd music=../shared/datasets/music \
+        --model mv --model ds --model conal --model crowding
 """
 from __future__ import annotations
 
@@ -42,7 +52,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--annotators", type=int, default=100)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--features", type=int, default=32)
-    parser.add_argument("--model", default="conal", choices=["mv", "ds", "conal"])
+    parser.add_argument("--model", action="append", choices=["mv", "ds", "conal", "crowding"],
+                        help="latency mode: one model (default conal); --chain: repeatable (default all four)")
+    parser.add_argument("--chain", action="store_true", help="the live refit chain from an empty project")
+    parser.add_argument("--crowd", action="append", default=[],
+                        help="--chain: 'synthetic', 'synthetic:N_ITEMS' or name=folder (repeatable)")
+    parser.add_argument("--batches", type=int, default=12, help="--chain: batches the labels arrive in")
+    parser.add_argument("--seed", type=int, default=0, help="--chain: the crowd's arrival order and the fits' seed")
     parser.add_argument("--retrain-every", type=int, default=50, help="N: the threshold crossed in (b)")
     parser.add_argument("--warm-repeats", type=int, default=3)
     parser.add_argument("--port", type=int, default=8765)
@@ -52,6 +68,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--keep-db", action="store_true")
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "live.json"))
     args = parser.parse_args()
+    if not args.chain:
+        if args.model and len(args.model) > 1:
+            parser.error("the latency mode takes one --model")
+        args.model = (args.model or ["conal"])[0]
+        if args.model == "crowding":
+            parser.error("the latency mode measures mv, ds or conal")
+    if args.batches < 2:
+        parser.error("--batches must be >= 2")
     if args.items < 10 or args.annotations < args.items or args.classes < 2:
         parser.error("--items >= 10, --annotations >= --items and --classes >= 2 are required")
     return args
@@ -261,6 +285,207 @@ def accuracy(api: Api, project: int, truth: dict[str, str]) -> float:
         offset += 5000
 
 
+def _publishing_run(api: Api, project: int, after: int, timeout: float = 900) -> dict[str, Any]:
+    """The first run of ``project`` with an id above ``after``, once it has finished."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = api.get(f"/api/projects/{project}/runs/", limit=5).json()["results"]
+        newer = [r for r in runs if r["id"] > after]
+        if newer:
+            run = min(newer, key=lambda r: r["id"])
+            if run["status"] in ("published", "failed", "discarded"):
+                return run
+        time.sleep(0.1)
+    raise TimeoutError(f"project {project}: no run after {after} finished in {timeout} s")
+
+
+def _published_predictions(api: Api, project: int, classes: list[str]) -> dict[str, tuple[int, float]]:
+    """external id -> (class index, confidence) of every label row the API serves."""
+    pred: dict[str, tuple[int, float]] = {}
+    offset = 0
+    while True:
+        page = api.get(f"/api/projects/{project}/results/labels/", limit=5000, offset=offset).json()
+        for row in page["results"]:
+            pred[row["item_external_id"]] = (classes.index(row["label"]), float(row["confidence"]))
+        if not page["next"]:
+            break
+        offset += 5000
+    return pred
+
+
+def _score_rows(pred: dict[str, tuple[int, float]], gold: dict[str, int], rows: list[str]) -> tuple[float, float]:
+    from inference.metrics import expected_calibration_error
+
+    labels = np.array([pred[e][0] for e in rows])
+    conf = np.array([pred[e][1] for e in rows])
+    truth = np.array([gold[e] for e in rows])
+    correct = labels == truth
+    return float(correct.mean()), expected_calibration_error(conf, correct)
+
+
+def chain_main(args: argparse.Namespace) -> None:
+    """The live refit chain (see the module docstring)."""
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from rest_framework.authtoken.models import Token
+
+    from bench.chain import arrival_order, batch_ends, load_chain_crowd, published
+    from inference import make_model
+    from live import adapter
+    from live.services import _model_params
+    from projects.models import Item, ItemKind, Project
+    from projects.roles import make_requester
+
+    call_command("migrate", verbosity=0)
+    owner = get_user_model().objects.create_user("bench_owner", password="bench-pass-123")
+    make_requester(owner)
+    token = Token.objects.create(user=owner).key
+    models = args.model or ["mv", "ds", "conal", "crowding"]
+    services = Services(args)
+    services.start()
+    base = f"http://127.0.0.1:{args.port}"
+    api = Api(base, token)
+    report: list[dict[str, Any]] = []
+    try:
+        _wait_for_server(api)
+        for spec in args.crowd or ["synthetic"]:
+            crowd = load_chain_crowd(spec, seed=args.seed)
+            data = crowd.data
+            classes = list(data.classes)
+            arrival = arrival_order(data, "items", args.seed)
+            ends = batch_ends(data.n_annotations, args.batches)
+            gold = {data.items[i]: int(g) for i, g in enumerate(crowd.gold) if g >= 0}
+            per_item = np.bincount(data.item_idx, minlength=data.n_items)
+            features = None if data.features is None else np.round(np.asarray(data.features, np.float64), 6)
+            for name in models:
+                project = Project.objects.create(
+                    owner=owner, name=f"chain {crowd.name} {name}", classes=[{"name": c, "key": None} for c in classes],
+                    k=int(per_item.max()), model=name, retrain_every_n=ends[0], retrain_every_minutes=10**6,
+                )
+                Item.objects.bulk_create(
+                    [
+                        Item(project=project, external_id=item, kind=ItemKind.JSON, data={"i": i},
+                             features=None if features is None else features[i].tolist())
+                        for i, item in enumerate(data.items)
+                    ],
+                    batch_size=2000,
+                )
+                params = {**_model_params(name, {}, project_k=project.k)}
+                if "num_threads" in params:
+                    params["num_threads"] = args.threads
+                last_run = 0
+                start = 0
+                for b, end in enumerate(ends):
+                    rows = arrival[start:end]
+                    start = end
+                    body = "item,annotator,label\n" + "".join(
+                        f"{data.items[data.item_idx[a]]},{data.annotators[data.annotator_idx[a]]},{classes[data.label_idx[a]]}\n"
+                        for a in rows
+                    )
+                    t0 = time.perf_counter()
+                    response = api.session.post(
+                        f"{base}/api/projects/{project.pk}/crowd/import/", data=body.encode(),
+                        headers={"Content-Type": "text/csv"}, timeout=120,
+                    )
+                    if response.status_code != 201:
+                        raise RuntimeError(f"crowd import: {response.status_code} {response.text[:300]}")
+                    run = _publishing_run(api, project.pk, last_run)
+                    e2e = time.perf_counter() - t0
+                    last_run = run["id"]
+                    record: dict[str, Any] = {
+                        "crowd": crowd.name, "model": name, "batch": b + 1, "n_annotations": end,
+                        "run": run["id"], "status": run["status"], "fit_mode": run.get("fit_mode"),
+                        "fit_reason": run.get("fit_reason"), "warm_start_from": run.get("warm_start_from"),
+                        "end_to_end_s": round(e2e, 3), "run_fit_s": run["timings"].get("fit"),
+                    }
+                    if run["status"] != "published":
+                        record["error"] = run["error"]
+                        report.append(record)
+                        print(f"{crowd.name} {name} batch {b + 1}: run {run['id']} {run['status']}: {run['error'][:120]}",
+                              flush=True)
+                        continue
+                    snapshot = adapter.read_snapshot(project_id=project.pk, with_features=name not in ("mv", "ds"))
+                    if snapshot.snapshot_annotation_id != run["snapshot_annotation_id"]:
+                        raise RuntimeError("the run and the reference read different labels")
+                    t1 = time.process_time()
+                    cold = make_model(name, **params).fit(snapshot.data)
+                    record["cold_fit_cpu_s"] = round(time.process_time() - t1, 3)
+                    ext = {str(pk): e for pk, e in Item.objects.filter(project=project).values_list("pk", "external_id")}
+                    keep, cold_labels, cold_conf = published(cold, snapshot.data)
+                    cold_pred = {
+                        ext[snapshot.data.items[i]]: (int(cold_labels[i]), float(cold_conf[i]))
+                        for i in np.flatnonzero(keep)
+                    }
+                    served = _published_predictions(api, project.pk, classes)
+                    scored = sorted(e for e in cold_pred if e in gold)
+                    if set(served) != set(cold_pred):
+                        raise RuntimeError("the run and the reference label different item sets")
+                    record["accuracy"], record["ece"] = _score_rows(served, gold, scored)
+                    record["cold_accuracy"], record["cold_ece"] = _score_rows(cold_pred, gold, scored)
+                    record["n_scored"] = len(scored)
+                    report.append(record)
+                    print(
+                        f"{crowd.name} {name} batch {b + 1}/{len(ends)}: run {run['id']} {run['fit_mode']} "
+                        f"acc {100 * record['accuracy']:.2f} (cold {100 * record['cold_accuracy']:.2f}) "
+                        f"ECE {record['ece']:.4f} (cold {record['cold_ece']:.4f}) fit {record['run_fit_s']} s",
+                        flush=True,
+                    )
+    finally:
+        services.stop()
+        from django.db import connections
+
+        connections.close_all()
+        if not args.keep_db:
+            drop_database(args.db)
+    print()
+    print(chain_table(report))
+    out = Path(args.out).with_name("live_chain.json") if args.out.endswith("live.json") else Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print(f"report: {out}")
+
+
+def chain_table(report: list[dict[str, Any]]) -> str:
+    """Per crowd and model: the final published run against the cold fit, and the worst run."""
+    lines = [
+        "| crowd | model | runs (cold / warm) | final: published acc | cold acc | Δ acc (pts) | published ECE | cold ECE | Δ ECE "
+        "| worst run Δ acc | worst run Δ ECE | fit s, all runs | cold fit CPU s, all runs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key in dict.fromkeys((r["crowd"], r["model"]) for r in report):
+        recs = [r for r in report if (r["crowd"], r["model"]) == key and r["status"] == "published"]
+        if not recs:
+            lines.append(f"| {key[0]} | {key[1]} | no published run |||||||||||")
+            continue
+        last = recs[-1]
+        d_acc = [100 * (r["accuracy"] - r["cold_accuracy"]) for r in recs]
+        d_ece = [r["ece"] - r["cold_ece"] for r in recs]
+        n_cold = sum(r["fit_mode"] == "cold" for r in recs)
+        lines.append(
+            f"| {key[0]} | {key[1]} | {len(recs)} ({n_cold} / {len(recs) - n_cold}) | {100 * last['accuracy']:.2f} | "
+            f"{100 * last['cold_accuracy']:.2f} | {d_acc[-1]:+.2f} | {last['ece']:.4f} | {last['cold_ece']:.4f} | "
+            f"{d_ece[-1]:+.4f} | {max(d_acc, key=abs):+.2f} | {max(d_ece, key=abs):+.4f} | "
+            f"{sum(r['run_fit_s'] or 0 for r in recs):.1f} | {sum(r['cold_fit_cpu_s'] for r in recs):.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def _wait_for_server(api: Api, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if api.get("/api/projects/").status_code == 200:
+                return
+        except Exception:  # noqa: BLE001 - connection refused until gunicorn listens
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("gunicorn did not start")
+        time.sleep(0.3)
+
+
 def main() -> None:
     args = parse_args()
     os.environ["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{args.db}"
@@ -268,6 +493,9 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crowdlab.settings")
     os.environ["LOG_LEVEL"] = "WARNING"
     recreate_database(args.db)
+    if args.chain:
+        chain_main(args)
+        return
     import django
 
     django.setup()
@@ -286,16 +514,7 @@ def main() -> None:
     report: dict[str, Any] = {"config": {k: v for k, v in vars(args).items() if k != "out"},
                               "stored_annotations": info["stored_annotations"]}
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if owner.get("/api/projects/").status_code == 200:
-                    break
-            except Exception:  # noqa: BLE001 - connection refused until gunicorn listens
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("gunicorn did not start")
-            time.sleep(0.3)
+        _wait_for_server(owner)
         project = info["project"]
         from inference.models import MODELS
 

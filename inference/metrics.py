@@ -5,7 +5,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["accuracy", "accuracy_against_gold", "confusion_mae", "mean_confusion_mae", "per_class_accuracy"]
+__all__ = [
+    "accuracy",
+    "accuracy_against_gold",
+    "confusion_mae",
+    "expected_calibration_error",
+    "mean_confusion_mae",
+    "per_class_accuracy",
+]
 
 
 def accuracy(pred: Sequence[int] | np.ndarray, truth: Sequence[int] | np.ndarray) -> float:
@@ -67,3 +74,24 @@ def mean_confusion_mae(
     if w.shape != per.shape or w.sum() <= 0:
         raise ValueError("weights must be (R,) non-negative with a positive sum")
     return float((per * w).sum() / w.sum())
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
+    """ECE over ``n_bins`` equal-width confidence bins (Guo et al., 2017).
+
+    ``confidence`` (n,) is the probability given to the predicted class and ``correct``
+    (n,) whether that prediction was right: sum over bins of (bin share) x |accuracy -
+    mean confidence|. Confidence 0 falls in the first bin, 1 in the last.
+    """
+    conf = np.asarray(confidence, dtype=np.float64)
+    ok = np.asarray(correct, dtype=np.float64)
+    if conf.shape != ok.shape or conf.ndim != 1:
+        raise ValueError(f"confidence and correct must be aligned 1-D arrays, got {conf.shape} and {ok.shape}")
+    if conf.size == 0:
+        raise ValueError("cannot score an empty prediction")
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    bins = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins).astype(np.float64)
+    gap = np.abs(np.bincount(bins, weights=ok, minlength=n_bins) - np.bincount(bins, weights=conf, minlength=n_bins))
+    return float(gap.sum() / conf.size) if count.sum() else 0.0

@@ -23,6 +23,7 @@ __all__ = [
     "CrowdModel",
     "ProgressFn",
     "TqdmProgress",
+    "check_warm_policy",
     "match_ids",
     "remap_axis",
     "report_progress",
@@ -59,6 +60,9 @@ class CrowdModel:
     labelled_mask_: np.ndarray | None = None  # (N,) bool, items with >= 1 annotation
     loss_history_: list[float]
     n_epochs_: int
+    fit_mode_: str  # "cold" (from scratch) or "warm" (from ``init``)
+    fit_reason_: str  # why this mode, in words (the platform shows it in the run history)
+    cold_n_annotations_: int  # annotations of the cold fit this fit descends from
     fit_seconds_: float
     items_: tuple[str, ...]
     annotators_: tuple[str, ...]
@@ -103,6 +107,64 @@ class CrowdModel:
         self.labelled_mask_ = data.labelled_mask()
         return time.perf_counter()
 
+    def _plan_start(self, init: CrowdModel | None, data: CrowdData, *, width: int | None = None) -> CrowdModel | None:
+        """Decide between a warm refit from ``init`` and a cold fit; returns the model to
+        start from (None = cold) and records ``fit_mode_``, ``fit_reason_`` and
+        ``cold_n_annotations_``.
+
+        A warm refit only fine-tunes what ``init`` learned, and what it learned on a much
+        smaller crowd does not wash out: chaining warm refits from a project's first 200
+        labels published labels 14-18 points below a cold fit on the same 2,400 labels,
+        whatever the number of warm epochs (BENCHMARKS.md, "Live refit chain"). So a warm
+        refit is only allowed while the labels differ from those of the chain's last COLD
+        fit by at most ``warm_max_growth`` (a share of that fit's annotations, counted in
+        either direction), with the same classes and item feature width; otherwise the
+        fit is cold. Below ``warm_min_annotations`` every fit is cold: there a cold fit
+        costs seconds, and two cold fits on labels 1 % apart already differ by 1-2 points
+        on LabelMe, so a warm refit saves little and cannot promise a cold fit's result.
+        ``width`` is this fit's input width (None: the model has none).
+        """
+        prev = self._check_init(init)
+        n = int(data.n_annotations)
+        limit = float(getattr(self, "warm_max_growth", 0.0))
+        smallest = int(getattr(self, "warm_min_annotations", 0))
+        reason = ""
+        if init is None:
+            reason = "no previous fit to start from"
+        elif not self.supports_warm_start:
+            reason = f"{type(self).__name__} always fits from scratch"
+        elif n < smallest:
+            reason = f"{n} annotations: below {smallest}, every refit is cold"
+        elif prev is not None:
+            base = getattr(prev, "cold_n_annotations_", None)
+            old_width = getattr(prev, "feature_mean_", None)
+            old_width = None if old_width is None else int(np.asarray(old_width).shape[0])
+            if base is None or int(base) <= 0:
+                reason = "the previous fit does not record the cold fit it descends from"
+            elif tuple(prev.classes_) != tuple(data.classes):
+                reason = "the project's classes changed"
+            elif old_width != width:
+                reason = f"the item features changed width ({old_width} -> {width})"
+            else:
+                change = abs(n - int(base)) / int(base)
+                if change > limit:
+                    reason = (
+                        f"the labels changed by {change:.1%} since the last cold fit ({int(base)} -> {n}); "
+                        f"warm refits are allowed up to {limit:.1%}"
+                    )
+                else:
+                    self.fit_mode_ = "warm"
+                    self.fit_reason_ = (
+                        f"the labels changed by {change:.1%} since the last cold fit ({int(base)} -> {n}), "
+                        f"within the {limit:.1%} a warm refit allows"
+                    )
+                    self.cold_n_annotations_ = int(base)
+                    return prev
+        self.fit_mode_ = "cold"
+        self.fit_reason_ = reason
+        self.cold_n_annotations_ = n
+        return None
+
     def _check_init(self, init: CrowdModel | None) -> CrowdModel | None:
         """Validate a warm-start model: same class and fitted. ``None`` passes through."""
         if init is None:
@@ -129,6 +191,9 @@ class CrowdModel:
         "labelled_mask_",
         "loss_history_",
         "n_epochs_",
+        "fit_mode_",
+        "fit_reason_",
+        "cold_n_annotations_",
         "fit_seconds_",
         "items_",
         "annotators_",
@@ -216,6 +281,16 @@ def _to_plain(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------- warm start
+def check_warm_policy(model: Any) -> None:
+    """The warm-refit hyper-parameters every warm-startable model has (see ``_plan_start``):
+    ``warm_max_growth`` a share >= 0 (0: every refit is cold), ``warm_min_annotations``
+    a count >= 0."""
+    if not float(model.warm_max_growth) >= 0.0:
+        raise ValueError(f"warm_max_growth must be >= 0, got {model.warm_max_growth}")
+    if int(model.warm_min_annotations) < 0:
+        raise ValueError(f"warm_min_annotations must be >= 0, got {model.warm_min_annotations}")
+
+
 def match_ids(old_ids: Sequence[str], new_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Positions of ids present in both lists: ``(new_pos, old_pos)`` int64 arrays.
 

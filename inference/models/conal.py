@@ -60,7 +60,7 @@ from torch.nn import functional as F
 
 from inference.data import CrowdData
 from inference.models._torch import fit_inputs, net_checkpoint, torch_fit_context
-from inference.models.base import CrowdModel, ProgressFn, match_ids, report_progress
+from inference.models.base import CrowdModel, ProgressFn, check_warm_policy, match_ids, report_progress
 from inference.models.ds import DawidSkene
 
 __all__ = ["CoNAL"]
@@ -269,6 +269,11 @@ class CoNAL(CrowdModel):
       warm_epochs: epochs of a warm-started refit (``fit(init=...)``).
       warm_replay: share of unchanged labelled items replayed during a warm refit, next to
         every item whose annotations changed.
+      warm_max_growth / warm_min_annotations: a fit offered ``init`` refits warm only when
+        the crowd has at least ``warm_min_annotations`` labels and they changed by at most
+        ``warm_max_growth`` since the chain's last cold fit; otherwise it fits cold
+        (``CrowdModel._plan_start``; ``fit_mode_``/``fit_reason_`` say which and why).
+      warm_lr_scale: the learning rate of a warm refit, as a share of ``lr``.
       seed: seeds torch and numpy; identical input gives identical output on CPU.
       device: torch device (CPU is what the platform uses).
       num_threads: torch threads (1: on shared cores more threads spin and run slower).
@@ -301,6 +306,9 @@ class CoNAL(CrowdModel):
     aggregate: Literal["posterior", "classifier"] = "posterior"
     warm_epochs: int = 2
     warm_replay: float = 0.05
+    warm_max_growth: float = 0.02
+    warm_min_annotations: int = 100_000
+    warm_lr_scale: float = 0.1
     seed: int = 0
     device: str = "cpu"
     num_threads: int = 1
@@ -344,6 +352,9 @@ class CoNAL(CrowdModel):
             raise ValueError(f"probe_folds must be >= 1, got {self.probe_folds}")
         if int(self.warm_epochs) < 1:
             raise ValueError(f"warm_epochs must be >= 1, got {self.warm_epochs}")
+        check_warm_policy(self)
+        if not float(self.warm_lr_scale) > 0:
+            raise ValueError(f"warm_lr_scale must be > 0, got {self.warm_lr_scale}")
         if not 0.0 <= self.warm_replay <= 1.0:
             raise ValueError(f"warm_replay must be in [0, 1], got {self.warm_replay}")
         if int(self.num_threads) < 1:
@@ -359,7 +370,7 @@ class CoNAL(CrowdModel):
         init: CrowdModel | None = None,
         progress: ProgressFn | None = None,
     ) -> CoNAL:
-        prev = self._check_init(init)
+        prev = self._plan_start(init, data, width=None if data.features is None else data.features.shape[1])
         with torch_fit_context(num_threads=self.num_threads, seed=self.seed):
             tau = self.label_weight
             done = 0
@@ -499,7 +510,11 @@ class CoNAL(CrowdModel):
                 {"params": decayed, "weight_decay": self._weight_decay(n_features or int(self.item_embedding_dim), len(labelled))},
                 {"params": rest, "weight_decay": 0.0},
             ],
-            lr=float(self.lr),
+            # A warm refit starts Adam afresh on a converged network: its first steps move
+            # every weight by about lr whatever the gradient, and at the cold fit's rate
+            # a refit on 1 % more LabelMe labels lost 5 points (14 at worst) against a
+            # cold fit; a tenth of it lost none (BENCHMARKS.md, "Live refit chain").
+            lr=float(self.lr) * (float(self.warm_lr_scale) if prev is not None else 1.0),
             foreach=True,  # one multi-tensor update per step: less per-step overhead on small batches
         )
 

@@ -107,7 +107,7 @@ from inference.models._crowding_ops import (
     select_by_entropy,
 )
 from inference.models._torch import fit_inputs, net_checkpoint, torch_fit_context
-from inference.models.base import CrowdModel, ProgressFn, match_ids, report_progress
+from inference.models.base import CrowdModel, ProgressFn, check_warm_policy, match_ids, report_progress
 from inference.models.conal import (
     CoNAL,
     _ds_init,
@@ -389,6 +389,8 @@ class CrowdInG(CrowdModel):
       k: items with fewer than k human labels get generated annotations up to k.
       generate_candidates: non-labelling annotators sampled per sparse item to choose from.
       warm_pretrain_epochs / warm_crowding_epochs: schedule of a warm-started refit.
+      warm_max_growth / warm_min_annotations / warm_lr_scale: when a refit may start warm
+        and its learning rates then, as CoNAL.
       seed, device, num_threads: as CoNAL.
     """
 
@@ -437,6 +439,9 @@ class CrowdInG(CrowdModel):
     generate_candidates: int = 20
     warm_pretrain_epochs: int = 3
     warm_crowding_epochs: int = 5
+    warm_max_growth: float = 0.02
+    warm_min_annotations: int = 100_000
+    warm_lr_scale: float = 0.1
     seed: int = 0
     device: str = "cpu"
     num_threads: int = 2
@@ -477,6 +482,9 @@ class CrowdInG(CrowdModel):
             raise ValueError(f"batch_size must be >= 2 or None, got {self.batch_size}")
         if int(self.noise_dim) < 0:
             raise ValueError(f"noise_dim must be >= 0, got {self.noise_dim}")
+        check_warm_policy(self)
+        if not float(self.warm_lr_scale) > 0:
+            raise ValueError(f"warm_lr_scale must be > 0, got {self.warm_lr_scale}")
         if int(self.warm_crowding_epochs) < 0:
             raise ValueError(f"warm_crowding_epochs must be >= 0, got {self.warm_crowding_epochs}")
         if not 0.0 <= self.soft_epochs < 1.0:
@@ -549,7 +557,7 @@ class CrowdInG(CrowdModel):
         init: CrowdModel | None = None,
         progress: ProgressFn | None = None,
     ) -> CrowdInG:
-        prev = self._check_init(init)
+        prev = self._plan_start(init, data, width=None if data.features is None else data.features.shape[1])
         with torch_fit_context(num_threads=self.num_threads, seed=self.seed):
             self._fit(data, prev, progress)  # type: ignore[arg-type]
         return self
@@ -583,6 +591,13 @@ class CrowdInG(CrowdModel):
         ).to(dev)
 
         warm = prev is not None and self._copy_from(net, prev, data)
+        if prev is not None and not warm:
+            self.fit_mode_, self.cold_n_annotations_ = "cold", int(data.n_annotations)
+            self.fit_reason_ = "the previous network does not match this crowd's shape"
+        # A warm refit fine-tunes a converged network with FRESH Adam states, whose first
+        # steps move every weight by about the learning rate: at the cold fit's rate that
+        # undid CoNAL's fit (see CoNAL.warm_lr_scale), so every rate is scaled down.
+        lr_scale = float(self.warm_lr_scale) if warm else 1.0
         conal_losses: list[float] = []
         self._noise_tables = None
         # tau of the posterior: given, else CoNAL's held-out choice (set by the
@@ -634,7 +649,7 @@ class CrowdInG(CrowdModel):
                 {"params": net.classifier_params(), "weight_decay": wd},
                 {"params": [net.w_crowd], "weight_decay": 0.0},
             ],
-            lr=float(self.lr),
+            lr=float(self.lr) * lr_scale,
         )
         batch = self._batch_size(len(labelled))
         # CSR layout of annotations by item, to gather a batch's annotations without a loop.
@@ -666,7 +681,7 @@ class CrowdInG(CrowdModel):
         # --- 2 and 3. generator / discriminator pre-training, then CrowdInG epochs
         # Data-shape rule (see lr_classifier): near-zero classifier steps when items carry
         # about one label each (sparse crowds), close to lr_classifier with many labels.
-        lr_c = float(self.lr_classifier) * repeat_share(len(a_item), len(labelled)) ** 2
+        lr_c = float(self.lr_classifier) * repeat_share(len(a_item), len(labelled)) ** 2 * lr_scale
         opt_c = torch.optim.Adam(net.classifier_params(), lr=lr_c, weight_decay=wd)
         # The crowd layer has its own rate (default 0: kept as pre-trained). Fitting it to
         # the real annotations alone during these epochs moved it off CoNAL's common /
@@ -675,12 +690,12 @@ class CrowdInG(CrowdModel):
             {"params": [p for p in net.generator_params() if p is not net.w_crowd], "weight_decay": wd}
         ]
         if float(self.lr_crowd_layer) > 0:
-            groups.append({"params": [net.w_crowd], "weight_decay": 0.0, "lr": float(self.lr_crowd_layer)})
+            groups.append({"params": [net.w_crowd], "weight_decay": 0.0, "lr": float(self.lr_crowd_layer) * lr_scale})
         else:
             net.w_crowd.requires_grad_(False)
-        opt_g = torch.optim.Adam(groups, lr=float(self.lr_generator))
-        opt_d = torch.optim.Adam(net.discriminator_params(), lr=float(self.lr_discriminator))
-        opt_q = torch.optim.Adam(net.q_params(), lr=float(self.lr_discriminator))
+        opt_g = torch.optim.Adam(groups, lr=float(self.lr_generator) * lr_scale)
+        opt_d = torch.optim.Adam(net.discriminator_params(), lr=float(self.lr_discriminator) * lr_scale)
+        opt_q = torch.optim.Adam(net.q_params(), lr=float(self.lr_discriminator) * lr_scale)
         n_pairs = int(min(self.max_pairs, max(64, round(self.candidate_factor * len(a_item)))))
         for ep in range(n_gd + n_crowd):
             crowding = ep >= n_gd

@@ -15,7 +15,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from inference.data import CrowdData
-from inference.models.base import CrowdModel, ProgressFn, match_ids, remap_axis, report_progress
+from inference.models.base import (
+    CrowdModel,
+    ProgressFn,
+    check_warm_policy,
+    match_ids,
+    remap_axis,
+    report_progress,
+)
 from inference.models.mv import MajorityVote
 
 __all__ = ["DawidSkene"]
@@ -35,6 +42,8 @@ class DawidSkene(CrowdModel):
         annotators with few labels. 0 gives the classic (maximum-likelihood) Dawid-Skene.
         The default 2.0 was chosen on synthetic crowds and checked on LabelMe/Music/
         Sentiment, where it is at least as accurate as crowd-kit's DawidSkene.
+      warm_max_growth / warm_min_annotations: when a fit offered ``init`` may start from it
+        (see ``CrowdModel._plan_start``); a warm EM pass runs to the same tolerance.
       seed: accepted for a uniform interface; DS is deterministic (MV initialisation).
 
     ``loss_history_`` holds the negative marginal log-likelihood per annotation after each
@@ -49,6 +58,8 @@ class DawidSkene(CrowdModel):
     tol: float = 1e-5
     smoothing: float = 0.01
     shrinkage: float = 2.0
+    warm_max_growth: float = 0.02
+    warm_min_annotations: int = 100_000
     seed: int = 0
 
     # Fitted beyond the common attributes: prior_ (C,) class prior. (Not annotated here:
@@ -65,6 +76,7 @@ class DawidSkene(CrowdModel):
             raise ValueError(f"smoothing must be >= 0, got {self.smoothing}")
         if self.shrinkage < 0:
             raise ValueError(f"shrinkage must be >= 0, got {self.shrinkage}")
+        check_warm_policy(self)
 
     # ------------------------------------------------------------------ EM pieces
     @staticmethod
@@ -133,7 +145,7 @@ class DawidSkene(CrowdModel):
         progress: ProgressFn | None = None,
     ) -> DawidSkene:
         t0 = self._start_fit(data)
-        previous = self._check_init(init)
+        previous = self._plan_start(init, data)
         r, c = data.n_annotators, data.n_classes
         labelled = self.labelled_mask_
         assert labelled is not None  # set by _start_fit

@@ -78,6 +78,7 @@ class MajorityVote(CrowdModel):
         progress: ProgressFn | None = None,
     ) -> MajorityVote:
         t0 = self._start_fit(data)
+        self._plan_start(init, data)  # always cold: records why
         self._check_init(init)  # accepted and ignored: MV has nothing to warm-start
         counts = data.counts()
         prior = class_prior(data)

@@ -50,7 +50,8 @@ class InferenceRunSerializer(serializers.ModelSerializer):
     class Meta:
         model = InferenceRun
         fields = (
-            "id", "project", "model", "status", "trigger", "requested_by", "warm_start_from",
+            "id", "project", "model", "status", "trigger", "requested_by", "cold_refit", "fit_mode", "fit_reason",
+            "warm_start_from",
             "snapshot_annotation_id", "n_items", "n_annotations", "n_annotators",
             "progress_epoch", "progress_total", "progress", "loss_history", "final_loss",
             "metrics", "timings", "params", "error", "has_checkpoint",
@@ -70,6 +71,11 @@ class InferenceRunSerializer(serializers.ModelSerializer):
 
 
 class RunNowSerializer(serializers.Serializer):
+    cold = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="A full cold refit: train from scratch, ignoring every earlier run's checkpoint.",
+    )
     params = serializers.DictField(
         required=False,
         default=dict,
@@ -205,7 +211,7 @@ class RunListCreateView(_ProjectScoped, generics.ListAPIView):
         payload.is_valid(raise_exception=True)
         run = request_run(
             project=self.project, trigger=RunTrigger.MANUAL, requested_by=request.user,
-            params=payload.validated_data.get("params") or {},
+            params=payload.validated_data.get("params") or {}, cold=payload.validated_data["cold"],
         )
         if run is None:
             current = active_run(project_id=self.project.pk)

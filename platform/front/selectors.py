@@ -293,7 +293,10 @@ def run_history(*, project: Project) -> dict[str, Any]:
         InferenceRun.objects.filter(project=project)
         .defer("checkpoint")
         .order_by("id")
-        .values("id", "model", "status", "loss_history", "metrics", "final_loss", "timings", "created_at", "n_annotations")
+        .values(
+            "id", "model", "status", "loss_history", "metrics", "final_loss", "timings", "created_at", "n_annotations",
+            "fit_mode", "fit_reason", "warm_start_from", "cold_refit", "trigger",
+        )
     )
     published = [run for run in runs if run["status"] == "published"]
     return {

@@ -411,11 +411,12 @@ def project_crowd_import(request: HttpRequest, project_id: int) -> HttpResponse:
 @require_POST
 def run_now(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_get_for_owner(user=request.user, project_id=project_id)
-    run = request_run(project=project, trigger=RunTrigger.MANUAL, requested_by=request.user)
+    cold = request.POST.get("cold") == "1"
+    run = request_run(project=project, trigger=RunTrigger.MANUAL, requested_by=request.user, cold=cold)
     if run is None:
         messages.info(request, "A run is already pending or running; following it below.")
     else:
-        messages.success(request, f"Run {run.pk} queued.")
+        messages.success(request, f"Run {run.pk} queued{' (full cold refit)' if cold else ''}.")
     return redirect("front:project", project_id=project.pk)
 
 

@@ -1,4 +1,4 @@
-"""Django admin action "Run inference now" (attached to ProjectAdmin)."""
+"""Django admin actions "Run inference now" and "… full cold refit" (attached to ProjectAdmin)."""
 from __future__ import annotations
 
 from typing import Any
@@ -12,10 +12,19 @@ from .triggers import request_run
 
 @admin.action(description="Run inference now")
 def run_inference_now(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+    _queue_runs(modeladmin, request, queryset, cold=False)
+
+
+@admin.action(description="Run inference now: full cold refit")
+def run_inference_cold(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+    _queue_runs(modeladmin, request, queryset, cold=True)
+
+
+def _queue_runs(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Any], *, cold: bool) -> None:
     started: list[str] = []
     busy: list[str] = []
     for project in queryset:
-        run = request_run(project=project, requested_by=request.user)
+        run = request_run(project=project, requested_by=request.user, cold=cold)
         (started if run is not None else busy).append(f"{project.name} (run {run.pk})" if run else project.name)
     if started:
         modeladmin.message_user(request, f"Queued: {', '.join(started)}.", messages.SUCCESS)

@@ -120,18 +120,23 @@ def _fail_if_orphaned(run_id: int, hostname: str) -> bool:
     )
 
 
-def _load_init(run: InferenceRun) -> tuple[Any | None, int | None]:
-    """The previous published checkpoint of the same model, or (None, None)."""
+def _load_init(run: InferenceRun) -> tuple[Any | None, int | None, str]:
+    """The previous published checkpoint of the same model and its run id, or
+    (None, None, why there is none). The model decides whether to warm-start from it."""
+    if run.cold_refit:
+        return None, None, "a full cold refit was requested"
+    if not MODELS[run.model].supports_warm_start:
+        return None, None, ""  # the model says why (it always fits from scratch)
     previous = warm_start_run(project_id=run.project_id, model=run.model)
     if previous is None or previous.checkpoint is None:
-        return None, None
+        return None, None, f"no earlier published {run.model} run with a checkpoint"
     cls = MODELS[run.model]
     try:
-        return cls.loads(bytes(previous.checkpoint)), previous.pk
+        return cls.loads(bytes(previous.checkpoint)), previous.pk, ""
     except (ValueError, TypeError, KeyError, RuntimeError, EOFError) as exc:
         # A checkpoint from an incompatible model version: train cold instead.
         logger.warning("run %s: checkpoint of run %s unusable (%s); cold start", run.pk, previous.pk, exc)
-        return None, None
+        return None, None, f"the checkpoint of run {previous.pk} could not be loaded ({exc})"
 
 
 def run_execute(*, run_id: int, hostname: str = "local", task_id: str = "", reclaim: bool = False) -> str:
@@ -165,21 +170,26 @@ def run_execute(*, run_id: int, hostname: str = "local", task_id: str = "", recl
         model = make_model(
             run.model, **_model_params(run.model, dict(run.params or {}), project_k=run.project.k)
         )
-        init, init_run_id = _load_init(run)
+        init, init_run_id, no_init_reason = _load_init(run)
         timings["load_checkpoint"] = round(perf_counter() - t, 4)
 
         t = perf_counter()
         model.fit(snapshot.data, init=init, progress=_Progress(run_id, worker))
         timings["fit"] = round(perf_counter() - t, 4)
 
+        # The model decides warm or cold from the checkpoint it was offered (see
+        # CrowdModel._plan_start); a run only records a warm start it really made.
+        warm = model.fit_mode_ == "warm"
         t = perf_counter()
         results = adapter.build_results(
-            snapshot=snapshot, model=model, timings=timings, warm_start_from_id=init_run_id
+            snapshot=snapshot, model=model, timings=timings, warm_start_from_id=init_run_id if warm else None
         )
+        results.fit_mode = model.fit_mode_
+        results.fit_reason = no_init_reason or model.fit_reason_
         timings["prepare"] = round(perf_counter() - t, 4)
         timings["total_before_publish"] = round(perf_counter() - started, 4)
         results.timings = timings
-        results.metrics["warm_start"] = init is not None
+        results.metrics["warm_start"] = warm
         status = run_publish(run_id=run_id, worker=worker, results=results)
     except RunAborted as exc:
         logger.warning("%s", exc)

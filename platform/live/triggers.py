@@ -83,9 +83,11 @@ def request_run(
     trigger: str = RunTrigger.MANUAL,
     requested_by: Any | None = None,
     params: dict[str, Any] | None = None,
+    cold: bool = False,
 ) -> InferenceRun | None:
-    """Create a pending run and send it after commit; None if one is already active."""
-    run = run_create(project=project, trigger=trigger, requested_by=requested_by, params=params)
+    """Create a pending run and send it after commit; None if one is already active.
+    ``cold``: a full cold refit (no warm start from any earlier run)."""
+    run = run_create(project=project, trigger=trigger, requested_by=requested_by, params=params, cold=cold)
     if run is not None:
         transaction.on_commit(partial(enqueue_run, run.pk), robust=True)
     return run

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from live.admin_actions import run_inference_now
+from live.admin_actions import run_inference_cold, run_inference_now
 from results.admin import GeneratedAnnotationInline
 
 from .models import Item, Membership, Project
@@ -20,7 +20,7 @@ class ProjectAdmin(admin.ModelAdmin):
     list_filter = ("model", "is_active")
     search_fields = ("name", "owner__username")
     inlines = [MembershipInline]
-    actions = [run_inference_now]  # added by "live" (issue 4)
+    actions = [run_inference_now, run_inference_cold]  # added by "live" (issue 4)
 
 
 @admin.register(Membership)

@@ -9,8 +9,11 @@ from .models import AggregatedLabel, AnnotatorConfusion, CommonConfusion, Genera
 
 @admin.register(InferenceRun)
 class InferenceRunAdmin(admin.ModelAdmin):
-    list_display = ("id", "project", "model", "status", "trigger", "n_annotations", "final_loss", "created_at")
-    list_filter = ("status", "model", "trigger")
+    list_display = (
+        "id", "project", "model", "status", "trigger", "fit_mode", "warm_start_from", "n_annotations", "final_loss",
+        "created_at",
+    )
+    list_filter = ("status", "model", "trigger", "fit_mode", "cold_refit")
     raw_id_fields = ("project", "requested_by", "warm_start_from")
     exclude = ("checkpoint",)
 

@@ -26,6 +26,11 @@ class RunTrigger(models.TextChoices):
     MANUAL = "manual", "Run now"
 
 
+class FitMode(models.TextChoices):
+    COLD = "cold", "Cold (trained from scratch)"
+    WARM = "warm", "Warm (fine-tuned from an earlier run)"
+
+
 class InferenceRun(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="runs")
     model = models.CharField(max_length=16, choices=InferenceModel.choices)
@@ -35,6 +40,13 @@ class InferenceRun(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     warm_start_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # How the model was trained and why (set when the run publishes): a warm refit
+    # only while the labels differ little from those of the last cold fit.
+    fit_mode = models.CharField(max_length=4, choices=FitMode.choices, blank=True)
+    fit_reason = models.TextField(blank=True)
+    cold_refit = models.BooleanField(
+        default=False, help_text="Requested as a full cold refit: ignore every earlier run's checkpoint."
+    )
     # Snapshot: the largest annotation id the run read, and the counts it saw.
     snapshot_annotation_id = models.BigIntegerField(null=True, blank=True)
     n_items = models.PositiveIntegerField(default=0)

@@ -86,6 +86,8 @@ class RunResults:
     metrics: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     warm_start_from_id: int | None = None
+    fit_mode: str = ""
+    fit_reason: str = ""
     generated: list[GeneratedRow] = field(default_factory=list)
 
 
@@ -98,8 +100,11 @@ def run_create(
     trigger: str = RunTrigger.MANUAL,
     requested_by: Any | None = None,
     params: dict[str, Any] | None = None,
+    cold: bool = False,
 ) -> InferenceRun | None:
     """Insert a pending run, or return None when the project already has an active one.
+
+    ``cold`` asks for a full cold refit: the run ignores every earlier checkpoint.
 
     The partial unique index ``run_one_active_per_project`` makes this a
     conditional insert: of two concurrent triggers exactly one succeeds.
@@ -114,6 +119,7 @@ def run_create(
                 trigger=trigger,
                 requested_by=requested_by if getattr(requested_by, "is_authenticated", False) else None,
                 params=dict(params or {}),
+                cold_refit=bool(cold),
             )
     except IntegrityError as exc:
         if "run_one_active_per_project" not in str(exc):
@@ -287,6 +293,8 @@ def run_publish(*, run_id: int, worker: str, results: RunResults) -> str:
             timings=timings,
             checkpoint=results.checkpoint,
             warm_start_from_id=results.warm_start_from_id,
+            fit_mode=results.fit_mode,
+            fit_reason=results.fit_reason[:2000],
             progress_epoch=max(run.progress_epoch, run.progress_total),
             heartbeat_at=now,
             finished_at=now,

@@ -18,6 +18,9 @@ torch.set_num_threads(1)
 
 # Small enough for a few seconds per fit on one shared core.
 FAST = dict(num_threads=1)
+# Warm refits are only allowed on large crowds by default; these tests exercise the
+# warm path itself on small ones.
+WARM = dict(warm_min_annotations=0)
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +179,8 @@ def test_warm_start_matches_ids_adds_annotator_and_uses_fewer_epochs(
         features=d.features,
     )
     epochs_seen: list[int] = []
-    warm = CoNAL(seed=0, **FAST).fit(grown, init=fitted, progress=lambda e, t, l: epochs_seen.append(t))
+    warm = CoNAL(seed=0, **FAST, **WARM).fit(grown, init=fitted, progress=lambda e, t, l: epochs_seen.append(t))
+    assert warm.fit_mode_ == "warm"
     assert warm.n_epochs_ < fitted.n_epochs_
     assert epochs_seen and epochs_seen[-1] == warm.n_epochs_
     # Matched annotators keep their confusions (by id, despite the new order).
@@ -201,7 +205,8 @@ def test_dumps_loads_round_trip_and_warm_start_from_checkpoint(crowd: SyntheticC
     np.testing.assert_allclose(
         back.predict_proba(crowd.test_features), fitted.predict_proba(crowd.test_features), atol=1e-6
     )
-    again = CoNAL(seed=0, **FAST).fit(crowd.data, init=back)
+    again = CoNAL(seed=0, **FAST, **WARM).fit(crowd.data, init=back)
+    assert again.fit_mode_ == "warm"
     assert (again.labels_ == fitted.labels_).mean() >= 0.95
 
 
@@ -237,7 +242,8 @@ def test_label_weight_chosen_without_gold_is_in_the_grid_and_kept_by_warm_start(
     # A crowd with common noise: labels carry most of the information, tau stays high.
     assert fitted.label_weight_ >= 0.5
     d = crowd.data
-    warm = CoNAL(seed=0, **FAST).fit(d, init=fitted)
+    warm = CoNAL(seed=0, **FAST, **WARM).fit(d, init=fitted)
+    assert warm.fit_mode_ == "warm"
     assert warm.label_weight_ == fitted.label_weight_
 
 

@@ -200,7 +200,8 @@ def test_checkpoint_round_trip_and_warm_start(crowd: SyntheticCrowd, fitted: Cro
     labels = [d.classes[y] for y in d.label_idx] + [d.classes[0], d.classes[1]]
     data2 = CrowdData.from_records((items, anns, labels), items=list(d.items), classes=list(d.classes),
                                    features=d.features)
-    warm = CrowdInG(seed=0, **FAST).fit(data2, init=loaded)
+    warm = CrowdInG(seed=0, warm_min_annotations=0, **FAST).fit(data2, init=loaded)
+    assert warm.fit_mode_ == "warm"
     assert warm.n_epochs_ == warm.warm_pretrain_epochs + warm.warm_crowding_epochs
     assert warm.confusions_.shape == (d.n_annotators + 1, d.n_classes, d.n_classes)
     # The known annotators' crowd layer starts from the old one, so it stays close.

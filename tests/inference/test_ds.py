@@ -103,7 +103,8 @@ def test_warm_start_matches_cold_fit_with_fewer_iterations(synthetic_crowd):
     assert full.annotators[-1] not in old.annotators_
 
     restored = DawidSkene.loads(old.dumps())  # the platform passes a checkpoint back
-    warm = DawidSkene(tol=1e-7).fit(full, init=restored)
+    warm = DawidSkene(tol=1e-7, warm_min_annotations=0, warm_max_growth=0.1).fit(full, init=restored)
+    assert warm.fit_mode_ == "warm"
     cold = DawidSkene(tol=1e-7).fit(full)
     assert warm.items_ == full.items
     assert warm.n_epochs_ < cold.n_epochs_, (warm.n_epochs_, cold.n_epochs_)
@@ -115,7 +116,9 @@ def test_warm_start_with_reordered_ids_and_a_new_class(tiny_records):
     old = DawidSkene().fit(CrowdData.from_records(tiny_records))
     new_records = [*tiny_records, ("i5", "erin", "owl"), ("i5", "alice", "owl")]
     data = CrowdData.from_records(list(reversed(new_records)), classes=["owl", "dog", "cat"])
-    warm = DawidSkene().fit(data, init=old)
+    warm = DawidSkene(warm_min_annotations=0, warm_max_growth=1.0).fit(data, init=old)
+    # New classes: the refit is cold, whatever the growth allows.
+    assert (warm.fit_mode_, warm.fit_reason_) == ("cold", "the project's classes changed")
     assert warm.classes_ == ("owl", "dog", "cat")
     np.testing.assert_allclose(warm.confusions_.sum(axis=2), 1.0)
     assert data.classes[warm.labels_[data.items.index("i5")]] == "owl"
