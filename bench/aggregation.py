@@ -26,6 +26,7 @@ import torch
 
 from bench._common import Crowd, TwoStageClassifier, accuracy, load_folder, measure
 from inference.data import CrowdData
+from inference.metrics import expected_calibration_error
 from inference.models.conal import CoNAL
 from inference.models.ds import DawidSkene
 from inference.models.mv import MajorityVote
@@ -232,7 +233,14 @@ def scale_worker(method: str) -> dict[str, Any]:
         out["warm_epochs"] = warm.n_epochs_
         out["warm_acc"] = accuracy(warm.labels_, s.true_labels)
         out["warm_agreement_with_cold"] = float((warm.labels_ == model.labels_).mean())
+        out["warm_mode"] = warm.fit_mode_
         out["peak_rss_after_warm_mb"] = _maxrss_mb()
+        # The live target: the warm refit against a cold fit on the SAME grown labels.
+        cold_grown = CoNAL(seed=0).fit(grown)
+        out["grown_cold_acc"] = accuracy(cold_grown.labels_, s.true_labels)
+        for key, fitted in (("warm_ece", warm), ("grown_cold_ece", cold_grown)):
+            conf = fitted.probas_[np.arange(data.n_items), fitted.labels_]
+            out[key] = expected_calibration_error(conf, fitted.labels_ == s.true_labels)
     return out
 
 
@@ -343,7 +351,10 @@ def scale_table(results: list[dict[str, Any]]) -> str:
                 f"{100 * r['warm_seconds'] / r['seconds']:.1f}% of cold (wall), "
                 f"{100 * r['warm_cpu_seconds'] / r['cpu_seconds']:.1f}% (CPU); "
                 f"accuracy {100 * r['warm_acc']:.1f}% (cold {100 * r['acc']:.1f}%), "
-                f"labels agreeing with the cold fit {100 * r['warm_agreement_with_cold']:.1f}%."
+                f"labels agreeing with the cold fit {100 * r['warm_agreement_with_cold']:.1f}%. "
+                f"Against a cold fit on the same grown labels ({r['warm_mode']} refit): accuracy "
+                f"{100 * r['warm_acc']:.2f}% vs {100 * r['grown_cold_acc']:.2f}%, ECE {r['warm_ece']:.4f} vs "
+                f"{r['grown_cold_ece']:.4f}."
             )
     return "\n".join(lines)
 

@@ -261,7 +261,7 @@ def growth_table(rows: list[dict[str, Any]]) -> str:
         ratio = sum(r["warm_seconds"] for r in sel) / max(sum(r["cold_seconds"] for r in sel), 1e-9)
         lines.append(
             f"| {crowd} | {model} | {g:.1%} | {len(sel)} | {da.mean():+.2f} | {da[np.argmax(np.abs(da))]:+.2f} | "
-            f"{de.mean():+.4f} | {de[np.argmax(np.abs(de))]:+.4f} | {ratio:.2f} |"
+            f"{de.mean():+.4f} | {de[np.argmax(np.abs(de))]:+.4f} | {ratio:.3f} |"
         )
     return "\n".join(lines)
 

@@ -63,6 +63,7 @@ class CrowdModel:
     fit_mode_: str  # "cold" (from scratch) or "warm" (from ``init``)
     fit_reason_: str  # why this mode, in words (the platform shows it in the run history)
     cold_n_annotations_: int  # annotations of the cold fit this fit descends from
+    cold_n_items_: int  # items of that cold fit
     fit_seconds_: float
     items_: tuple[str, ...]
     annotators_: tuple[str, ...]
@@ -118,8 +119,9 @@ class CrowdModel:
         whatever the number of warm epochs (BENCHMARKS.md, "Live refit chain"). So a warm
         refit is only allowed while the labels differ from those of the chain's last COLD
         fit by at most ``warm_max_growth`` (a share of that fit's annotations, counted in
-        either direction), with the same classes and item feature width; otherwise the
-        fit is cold. Below ``warm_min_annotations`` every fit is cold: there a cold fit
+        either direction; the item count likewise, since the platform standardises the
+        features over all items), with the same classes and item feature width; otherwise
+        the fit is cold. Below ``warm_min_annotations`` every fit is cold: there a cold fit
         costs seconds, and two cold fits on labels 1 % apart already differ by 1-2 points
         on LabelMe, so a warm refit saves little and cannot promise a cold fit's result.
         ``width`` is this fit's input width (None: the model has none).
@@ -137,6 +139,8 @@ class CrowdModel:
             reason = f"{n} annotations: below {smallest}, every refit is cold"
         elif prev is not None:
             base = getattr(prev, "cold_n_annotations_", None)
+            base_items = int(getattr(prev, "cold_n_items_", None) or len(prev.items_))
+            item_change = abs(data.n_items - base_items) / max(base_items, 1)
             old_width = getattr(prev, "feature_mean_", None)
             old_width = None if old_width is None else int(np.asarray(old_width).shape[0])
             if base is None or int(base) <= 0:
@@ -145,6 +149,11 @@ class CrowdModel:
                 reason = "the project's classes changed"
             elif old_width != width:
                 reason = f"the item features changed width ({old_width} -> {width})"
+            elif item_change > limit:
+                reason = (
+                    f"the items changed by {item_change:.1%} since the last cold fit ({base_items} -> {data.n_items}); "
+                    f"warm refits are allowed up to {limit:.1%}"
+                )
             else:
                 change = abs(n - int(base)) / int(base)
                 if change > limit:
@@ -159,10 +168,12 @@ class CrowdModel:
                         f"within the {limit:.1%} a warm refit allows"
                     )
                     self.cold_n_annotations_ = int(base)
+                    self.cold_n_items_ = base_items
                     return prev
         self.fit_mode_ = "cold"
         self.fit_reason_ = reason
         self.cold_n_annotations_ = n
+        self.cold_n_items_ = int(data.n_items)
         return None
 
     def _check_init(self, init: CrowdModel | None) -> CrowdModel | None:
@@ -194,6 +205,7 @@ class CrowdModel:
         "fit_mode_",
         "fit_reason_",
         "cold_n_annotations_",
+        "cold_n_items_",
         "fit_seconds_",
         "items_",
         "annotators_",

@@ -592,7 +592,7 @@ class CrowdInG(CrowdModel):
 
         warm = prev is not None and self._copy_from(net, prev, data)
         if prev is not None and not warm:
-            self.fit_mode_, self.cold_n_annotations_ = "cold", int(data.n_annotations)
+            self.fit_mode_, self.cold_n_annotations_, self.cold_n_items_ = "cold", data.n_annotations, data.n_items
             self.fit_reason_ = "the previous network does not match this crowd's shape"
         # A warm refit fine-tunes a converged network with FRESH Adam states, whose first
         # steps move every weight by about the learning rate: at the cold fit's rate that

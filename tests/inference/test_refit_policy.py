@@ -89,6 +89,15 @@ def test_changed_classes_or_feature_width_force_a_cold_fit(crowd: CrowdData) -> 
     )
     refit = CoNAL(seed=0, **FAST).fit(wider, init=base)
     assert refit.fit_mode_ == "cold" and refit.fit_reason_ == "the item features changed width (5 -> 6)"
+    # New items (the platform re-standardises features over all of them) count like labels.
+    more_items = CrowdData(
+        items=(*crowd.items, *[f"new{i}" for i in range(9)]), annotators=crowd.annotators, classes=crowd.classes,
+        item_idx=crowd.item_idx, annotator_idx=crowd.annotator_idx, label_idx=crowd.label_idx,
+        features=np.vstack([crowd.features, crowd.features[:9]]),
+    )
+    grown = CoNAL(seed=0, **FAST).fit(more_items, init=base)
+    assert grown.fit_mode_ == "cold"
+    assert "the items changed by 3.0% since the last cold fit (300 -> 309)" in grown.fit_reason_
 
 
 def test_a_checkpoint_without_its_cold_ancestor_is_refitted_cold(crowd: CrowdData) -> None:

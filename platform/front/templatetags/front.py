@@ -30,18 +30,28 @@ def role_of(user: Any) -> str:
     return "annotator"
 
 
-@register.filter
-def percent(value: float | None, digits: int = 0) -> str:
-    if value is None:
-        return "—"
-    return f"{100 * float(value):.{int(digits)}f} %"
+def _as_float(value: Any) -> float | None:
+    """A number, or None for what is not one. Templates hand a missing dict key (a run
+    without metrics yet: pending, running, failed) to filters as '' (the
+    string_if_invalid), not None."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 @register.filter
-def number(value: float | None, digits: int = 2) -> str:
-    if value is None:
-        return "—"
-    return f"{float(value):.{int(digits)}f}"
+def percent(value: Any, digits: int = 0) -> str:
+    number_ = _as_float(value)
+    return "—" if number_ is None else f"{100 * number_:.{int(digits)}f} %"
+
+
+@register.filter
+def number(value: Any, digits: int = 2) -> str:
+    number_ = _as_float(value)
+    return "—" if number_ is None else f"{number_:.{int(digits)}f}"
 
 
 @register.filter

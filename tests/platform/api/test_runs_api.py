@@ -58,7 +58,25 @@ def test_run_now_permissions_and_single_active_run(project: Any, assert_matrix: 
     responses = assert_matrix("post", url, {"owner": 202, "admin": 409}, data={"params": {"epochs": 5}})
     created = responses["owner"].json()
     assert created["status"] == "pending" and created["trigger"] == "manual" and created["params"] == {"epochs": 5}
+    assert created["cold_refit"] is False and created["fit_mode"] == "" and created["fit_reason"] == ""
     assert responses["admin"].json()["run"]["id"] == created["id"]
+
+
+def test_run_now_offers_a_full_cold_refit(project: Any, client_for: Any, requester: Any) -> None:
+    url = f"/api/projects/{project.pk}/runs/"
+    bad = client_for(requester).post(url, {"cold": "sometimes"}, format="json")
+    assert bad.status_code == 400 and "cold" in bad.json()
+    assert not InferenceRun.objects.filter(project=project).exists()
+    response = client_for(requester).post(url, {"cold": True}, format="json")
+    assert response.status_code == 202, response.content
+    assert response.json()["cold_refit"] is True
+    assert InferenceRun.objects.get(pk=response.json()["id"]).cold_refit is True
+
+
+def test_runs_report_how_they_were_fitted(project: Any, published: InferenceRun, client_for: Any, requester: Any) -> None:
+    InferenceRun.objects.filter(pk=published.pk).update(fit_mode="warm", fit_reason="because", warm_start_from=published)
+    run = client_for(requester).get(f"/api/projects/{project.pk}/runs/{published.pk}/").json()
+    assert (run["fit_mode"], run["fit_reason"], run["warm_start_from"]) == ("warm", "because", published.pk)
 
 
 def test_run_now_rejects_non_object_params(project: Any, client_for: Any, requester: Any) -> None:

@@ -16,6 +16,7 @@ from labelling.models import Annotation, Assignment
 from projects.models import Item, Project
 from results.export import export_rows
 from results.models import InferenceRun, RunStatus
+from results.services import run_create
 
 from tests.platform.front.crowds import SCENE_CLASSES, make_confused_crowd, run_now_synchronously
 
@@ -197,9 +198,20 @@ def test_run_now_and_status(project: Project, requester: Any, web_client_for: Ca
     assert reverse("front:run-status", args=[project.pk, run.pk]) in html
     status = client.get(reverse("front:run-status", args=[project.pk, run.pk])).json()
     assert status["status"] == "pending" and status["finished"] is False
+    assert run.cold_refit is False
+    assert 'id="run-cold"' in html  # the full cold refit button
     # A second click does not start a second run.
     client.post(reverse("front:run-now", args=[project.pk]))
     assert InferenceRun.objects.filter(project=project).count() == 1
+
+
+def test_run_now_as_a_full_cold_refit(project: Project, requester: Any, outsider: Any,
+                                      web_client_for: Callable[..., Client]) -> None:
+    refused = web_client_for(outsider).post(reverse("front:run-now", args=[project.pk]), {"cold": "1"})
+    assert refused.status_code == 404 and not InferenceRun.objects.filter(project=project).exists()
+    response = web_client_for(requester).post(reverse("front:run-now", args=[project.pk]), {"cold": "1"}, follow=True)
+    assert "(full cold refit)" in response.content.decode()
+    assert InferenceRun.objects.get(project=project).cold_refit is True
 
 
 # ---------------------------------------------------------------------------- results, export, dashboards
@@ -274,6 +286,21 @@ def test_dashboard_shows_the_known_confusion(scenes: Any, scene_owner: Any, web_
 
     bad_sort = client.get(reverse("front:dashboard", args=[project.pk]), {"sort": "nonsense"}, follow=True)
     assert "allowed: username" in bad_sort.content.decode()
+
+
+def test_dashboard_run_history_says_how_each_run_was_fitted(
+    scenes: Any, scene_owner: Any, web_client_for: Callable[..., Client]
+) -> None:
+    project, truth, annotators, run = scenes
+    second = run_now_synchronously(project, params={"warm_min_annotations": 0})
+    cold = run_create(project=project, cold=True)
+    assert cold is not None
+    html = web_client_for(scene_owner).get(reverse("front:dashboard", args=[project.pk])).content.decode()
+    assert second.fit_mode == "warm" and second.warm_start_from_id == run.pk
+    assert f"warm from run {run.pk}" in html
+    assert "no earlier published ds run with a checkpoint" in html  # the first run's reason
+    assert "since the last cold fit" in html  # the warm run's reason
+    assert "cold refit requested" in html  # the pending cold refit
 
 
 def test_dashboard_annotator_unknown_person_is_404(project: Project, requester: Any, outsider: Any,

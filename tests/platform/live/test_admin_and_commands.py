@@ -24,8 +24,26 @@ def test_admin_run_now_action_queues_one_run_per_project(project: Any, admin_use
     assert response.status_code == 200
     run = InferenceRun.objects.get(project=project)
     assert run.trigger == RunTrigger.MANUAL and run.requested_by == admin_user and run.status == RunStatus.PENDING
+    assert run.cold_refit is False
     again = client.post(url, payload, follow=True)
     assert "Already pending or running" in again.content.decode()
+    assert InferenceRun.objects.filter(project=project).count() == 1
+
+
+@pytest.mark.django_db
+def test_admin_cold_refit_action_queues_a_cold_run(project: Any, admin_user: Any, requester: Any) -> None:
+    client = Client()
+    client.force_login(admin_user)
+    payload = {"action": "run_inference_cold", "_selected_action": [project.pk]}
+    response = client.post("/admin/projects/project/", payload, follow=True)
+    assert response.status_code == 200 and "Queued" in response.content.decode()
+    run = InferenceRun.objects.get(project=project)
+    assert run.cold_refit is True and run.requested_by == admin_user
+    # The outsider of the admin: a requester without staff rights cannot run actions.
+    outsider = Client()
+    outsider.force_login(requester)
+    refused = outsider.post("/admin/projects/project/", payload)
+    assert refused.status_code == 302 and "/admin/login/" in refused["Location"]
     assert InferenceRun.objects.filter(project=project).count() == 1
 
 

@@ -59,6 +59,7 @@ def test_run_publishes_correct_labels_and_warm_starts(live_owner: Any) -> None:
     first.refresh_from_db()
     assert first.n_annotations == 300 and first.n_items == 60 and first.n_annotators == 5
     assert first.warm_start_from_id is None and first.checkpoint is not None
+    assert (first.fit_mode, first.fit_reason) == ("cold", "no earlier published ds run with a checkpoint")
     assert set(first.timings) >= {"snapshot", "fit", "publish", "prepare"}
     assert first.progress_total > 0
     assert _accuracy(project, truth, items) >= 0.9
@@ -69,13 +70,31 @@ def test_run_publishes_correct_labels_and_warm_starts(live_owner: Any) -> None:
     assert np.allclose(np.asarray(best.matrix).sum(axis=1), 1.0, atol=1e-4)
     assert 0.0 <= first.metrics["agreement_with_mv"] <= 1.0
 
+    # A small crowd refits cold by default, and the run says why.
     second = run_create(project=project)
     assert second is not None
     assert run_execute(run_id=second.pk) == RunStatus.PUBLISHED
     second.refresh_from_db()
-    assert second.warm_start_from_id == first.pk
-    assert second.metrics["warm_start"] is True
-    assert latest_published_run(project).pk == second.pk
+    assert second.warm_start_from_id is None and second.metrics["warm_start"] is False
+    assert (second.fit_mode, second.fit_reason) == ("cold", "300 annotations: below 100000, every refit is cold")
+
+    # Where warm refits are allowed, the next run starts from the newest checkpoint.
+    third = run_create(project=project, params={"warm_min_annotations": 0})
+    assert third is not None
+    assert run_execute(run_id=third.pk) == RunStatus.PUBLISHED
+    third.refresh_from_db()
+    assert third.warm_start_from_id == second.pk
+    assert third.metrics["warm_start"] is True and third.fit_mode == "warm"
+    assert "0.0% since the last cold fit (300 -> 300)" in third.fit_reason
+    assert latest_published_run(project).pk == third.pk
+
+    # "Run now" as a full cold refit ignores every checkpoint, whatever the params allow.
+    fourth = run_create(project=project, params={"warm_min_annotations": 0}, cold=True)
+    assert fourth is not None and fourth.cold_refit
+    assert run_execute(run_id=fourth.pk) == RunStatus.PUBLISHED
+    fourth.refresh_from_db()
+    assert fourth.warm_start_from_id is None and fourth.metrics["warm_start"] is False
+    assert (fourth.fit_mode, fourth.fit_reason) == ("cold", "a full cold refit was requested")
 
 
 def test_conal_run_publishes_omega_common_confusion_and_predictions(live_owner: Any) -> None:
