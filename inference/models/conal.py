@@ -307,7 +307,7 @@ class CoNAL(CrowdModel):
     warm_epochs: int = 2
     warm_replay: float = 0.05
     warm_max_growth: float = 0.02
-    warm_min_annotations: int = 100_000
+    warm_min_annotations: int = 50_000
     warm_lr_scale: float = 0.1
     seed: int = 0
     device: str = "cpu"

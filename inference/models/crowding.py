@@ -440,7 +440,7 @@ class CrowdInG(CrowdModel):
     warm_pretrain_epochs: int = 3
     warm_crowding_epochs: int = 5
     warm_max_growth: float = 0.02
-    warm_min_annotations: int = 100_000
+    warm_min_annotations: int = 50_000
     warm_lr_scale: float = 0.1
     seed: int = 0
     device: str = "cpu"

@@ -59,7 +59,7 @@ class DawidSkene(CrowdModel):
     smoothing: float = 0.01
     shrinkage: float = 2.0
     warm_max_growth: float = 0.02
-    warm_min_annotations: int = 100_000
+    warm_min_annotations: int = 50_000
     seed: int = 0
 
     # Fitted beyond the common attributes: prior_ (C,) class prior. (Not annotated here:

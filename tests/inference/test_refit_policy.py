@@ -115,11 +115,11 @@ def test_majority_vote_says_it_always_fits_from_scratch(crowd: CrowdData) -> Non
 
 
 def test_small_crowds_are_always_refitted_cold(crowd: CrowdData) -> None:
-    # The default: below 100,000 annotations a cold fit is cheap and the only way to
+    # The default: below 50,000 annotations a cold fit is cheap and the only way to
     # promise a cold fit's result.
     base = DawidSkene().fit(_take(crowd, 800))
     refit = DawidSkene().fit(_take(crowd, 801), init=base)
-    assert (refit.fit_mode_, refit.fit_reason_) == ("cold", "801 annotations: below 100000, every refit is cold")
+    assert (refit.fit_mode_, refit.fit_reason_) == ("cold", "801 annotations: below 50000, every refit is cold")
 
 
 @pytest.mark.parametrize(

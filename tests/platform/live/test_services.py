@@ -76,7 +76,7 @@ def test_run_publishes_correct_labels_and_warm_starts(live_owner: Any) -> None:
     assert run_execute(run_id=second.pk) == RunStatus.PUBLISHED
     second.refresh_from_db()
     assert second.warm_start_from_id is None and second.metrics["warm_start"] is False
-    assert (second.fit_mode, second.fit_reason) == ("cold", "300 annotations: below 100000, every refit is cold")
+    assert (second.fit_mode, second.fit_reason) == ("cold", "300 annotations: below 50000, every refit is cold")
 
     # Where warm refits are allowed, the next run starts from the newest checkpoint.
     third = run_create(project=project, params={"warm_min_annotations": 0})
