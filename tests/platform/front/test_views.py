@@ -5,6 +5,7 @@ import csv
 import io
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
+from front.forms import CLASSES_HELP
+from front.views import label_keys
 from labelling.models import Annotation, Assignment
 from projects.models import Item, Project
 from results.export import export_rows
@@ -362,6 +365,22 @@ def test_default_keys_never_collide_with_explicit_ones(requester: Any, annotator
     membership_add(project=project, user=annotator)
     classes = web_client_for(annotator).get(reverse("front:label", args=[project.pk])).context["classes"]
     assert [c["key"] for c in classes] == ["2", None, "3"]
+
+
+def test_class_keys_behave_as_the_form_help_and_the_readme_say() -> None:
+    classes = [{"name": f"c{n}", "key": None} for n in range(1, 12)]
+    classes[2]["key"] = "f"  # the third class has its own key
+    classes[6]["key"] = "5"  # the seventh claims the fifth's digit
+    keys = [entry["key"] for entry in label_keys(classes)]
+    # Own key only (not also its digit 3); a taken digit gives nothing; past the ninth: click only.
+    assert keys == ["1", "2", "f", "4", None, "6", "5", "8", "9", None, None]
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    for text in (CLASSES_HELP, readme):
+        assert "labelled with that key only" in text
+        assert "unless another class has that digit as its own key" in text
+        assert "past the ninth, a class without a key is labelled by clicking" in text
+        assert "S, U and ?" in text
+    assert "(its own key, or 1–9 by position)" not in readme  # the old wording, which promised both
 
 
 def test_uploaded_image_is_served_to_owner_and_to_its_annotator_only(
