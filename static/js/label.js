@@ -475,5 +475,13 @@
     }
   });
 
+  // Leaving while a label is being saved, or keys wait their turn, would lose
+  // them without a word: the browser asks first.
+  window.addEventListener("beforeunload", (event) => {
+    if (!draining) return;
+    event.preventDefault();
+    event.returnValue = "";
+  });
+
   enqueue({ type: "next" });
 })();

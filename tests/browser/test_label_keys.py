@@ -185,3 +185,21 @@ def test_question_mark_shows_every_shortcut(new_page: Callable[..., Page]) -> No
     expect(page.locator("#count-total")).to_have_text("1")
     assert Annotation.objects.get().label == "inside city"
     assert Assignment.objects.filter(status="skipped").count() == 0
+
+
+def test_leaving_while_labels_are_being_saved_asks_first(new_page: Callable[..., Page]) -> None:
+    project, annotator = labelling_project()
+    page = open_labelling(new_page, project, annotator)
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.type), dialog.dismiss()))
+    gate = Gate(page, SUBMIT)
+    page.keyboard.type("12")
+    gate.wait_held(1)
+    page.close(run_before_unload=True)
+    for _ in range(100):
+        if dialogs:
+            break
+        page.wait_for_timeout(20)
+    assert dialogs == ["beforeunload"] and not page.is_closed()  # dismissed: the page stays
+    gate.release()
+    expect(page.locator("#count-total")).to_have_text("2")
