@@ -53,6 +53,7 @@ def test_favicon(client: Client) -> None:
         icon = client.get(url)
         assert icon.status_code == 200, url
         assert b"".join(icon.streaming_content)
+        icon.close()
 
 
 INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.I)
@@ -73,6 +74,7 @@ def test_api_docs_come_from_this_site(client: Client, path: str) -> None:
     for url in assets:
         asset = client.get(url.replace("&amp;", "&"))
         assert asset.status_code == 200, url
+        asset.close()  # WhiteNoise streams the file
 
 
 def test_swagger_ui_init_script_is_a_file(client: Client) -> None:
