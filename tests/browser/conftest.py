@@ -18,7 +18,6 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright  # noqa: E402
 
-from crowdlab.celery import app as celery_app  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
@@ -33,13 +32,9 @@ CHROMIUM_ARGS = [
 ]
 PASSWORD = "crowdlab-pass-123"  # tests.platform.factories.DEFAULT_PASSWORD
 
-# "Run now" sends a Celery message after commit. Route it to a queue of this
-# process on a Redis DB of its own that no worker consumes; the test plays the
-# worker by executing the run in-process (see test_requester.py).
-QUEUE = f"front_browser_{os.getpid()}"
-BROKER_URL = os.environ.get("FRONT_TEST_BROKER_URL", "redis://127.0.0.1:6379/13")
-celery_app.conf.broker_url = BROKER_URL
-celery_app.conf.task_routes = {"live.tasks.*": {"queue": QUEUE}}
+# "Run now" sends a Celery message after commit. It goes to the session's queue
+# that no worker consumes (``live_tasks_queue`` in tests/conftest.py); the test
+# plays the worker by executing the run in-process (see test_requester.py).
 
 
 @pytest.fixture(scope="session")
@@ -51,13 +46,6 @@ def browser() -> Iterator[Browser]:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
-    # Drop the messages nobody consumed.
-    try:
-        import redis
-
-        redis.Redis.from_url(BROKER_URL).delete(QUEUE)
-    except Exception as exc:  # noqa: BLE001 - cleanup only; report, do not fail the session
-        print(f"could not delete the test queue {QUEUE}: {exc}")
 
 
 @pytest.fixture(autouse=True)
