@@ -240,7 +240,7 @@ def wait_published(api: Api, project: int, run_id: int, timeout: float = 600) ->
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = api.get(f"/api/projects/{project}/runs/{run_id}/").json()
-        if run["status"] in ("published", "failed", "discarded"):
+        if run["status"] in ("published", "failed", "discarded", "cancelled"):
             if run["status"] != "published":
                 raise RuntimeError(f"run {run_id} ended {run['status']}: {run['error']}")
             return run
@@ -293,7 +293,7 @@ def _publishing_run(api: Api, project: int, after: int, timeout: float = 900) ->
         newer = [r for r in runs if r["id"] > after]
         if newer:
             run = min(newer, key=lambda r: r["id"])
-            if run["status"] in ("published", "failed", "discarded"):
+            if run["status"] in ("published", "failed", "discarded", "cancelled"):
                 return run
         time.sleep(0.1)
     raise TimeoutError(f"project {project}: no run after {after} finished in {timeout} s")

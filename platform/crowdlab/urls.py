@@ -11,3 +11,7 @@ urlpatterns = [
     path("api/", include("api.urls")),
     path("", include("front.urls")),
 ]
+
+# A lost database connection raised outside a view (e.g. by a middleware) is a
+# 503 with Retry-After too; everything else is Django's plain 500.
+handler500 = "crowdlab.middleware.server_error"
