@@ -34,7 +34,7 @@ from labelling.services import (
     assignment_skip,
     next_task,
 )
-from live.triggers import request_run
+from live.triggers import new_annotations_count, request_run
 from projects.importing import ImportValidationError, crowd_import, items_import
 from projects.models import Item, ItemKind, Project
 from projects.roles import is_requester
@@ -318,6 +318,10 @@ def project_edit(request: HttpRequest, project_id: int) -> HttpResponse:
 def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_get_for_owner(user=request.user, project_id=project_id)
     run = active_run(project_id=project.pk)
+    # Why automatic runs wait (a run failed on its data, or was cancelled), and
+    # how many new labels arrived since (counted up to the threshold).
+    held_by = automatic_runs_held_by(project_id=project.pk) if run is None else None
+    held_new = new_annotations_count(project.pk)[0] if held_by is not None else 0
     return render(
         request,
         "front/project.html",
@@ -328,8 +332,8 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
             "timeline": selectors.annotations_over_time(project=project),
             "active_run": run,
             "latest_run": latest_published_run(project),
-            # Why automatic runs wait (a run failed on its data, or was cancelled).
-            "held_by": automatic_runs_held_by(project_id=project.pk) if run is None else None,
+            "held_by": held_by,
+            "held_new": held_new,
             "members": project_members(project=project),
             "member_form": MemberAddForm(),
             "export_formats": EXPORT_FORMATS,

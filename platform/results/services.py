@@ -235,28 +235,31 @@ def run_cancel(*, run: InferenceRun, cancelled_by: Any | None = None) -> Inferen
 
 def runs_fail_stale(*, timeout_s: int | None = None, project_id: int | None = None) -> list[int]:
     """Fail running runs whose heartbeat is older than ``timeout_s`` (default
-    ``INFERENCE_HEARTBEAT_TIMEOUT_S``): their worker was killed.
+    ``INFERENCE_HEARTBEAT_TIMEOUT_S``): their worker was killed. Returns their ids.
 
     A live run beats every sixth of the timeout from a thread of its own,
     whatever phase it is in, so only a dead (or frozen) process goes stale.
-    The UPDATE re-checks the heartbeat, so a run that beat meanwhile survives.
+    One statement; ``SKIP LOCKED`` because a locked run row is being written
+    right now (its publish transaction, or a heartbeat): that worker is alive,
+    and a web request that checks at trigger time must not wait for it.
     """
     timeout = int(timeout_s if timeout_s is not None else settings.INFERENCE_HEARTBEAT_TIMEOUT_S)
     cutoff = timezone.now() - timedelta(seconds=timeout)
-    stale = InferenceRun.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff)
+    error = f"No heartbeat for {timeout} s: the worker died (killed) or froze; the run was abandoned."
+    project_filter = "AND project_id = %s" if project_id is not None else ""
+    params: list[Any] = [RunStatus.FAILED, error, timezone.now(), RunStatus.RUNNING, cutoff]
     if project_id is not None:
-        stale = stale.filter(project_id=project_id)
-    failed = [
-        run_id
-        for run_id in stale.values_list("id", flat=True)
-        if InferenceRun.objects.filter(id=run_id, status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).update(
-            status=RunStatus.FAILED,
-            error=f"No heartbeat for {timeout} s: the worker died (killed) or froze; the run was abandoned.",
-            finished_at=timezone.now(),
+        params.append(project_id)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""UPDATE results_inferencerun SET status = %s, error = %s, finished_at = %s
+                WHERE id IN (SELECT id FROM results_inferencerun
+                             WHERE status = %s AND heartbeat_at < %s {project_filter}
+                             FOR UPDATE SKIP LOCKED)
+                RETURNING id""",
+            params,
         )
-        == 1
-    ]
-    return failed
+        return sorted(row[0] for row in cursor.fetchall())
 
 
 def runs_fail_for_worker(*, hostname: str, reason: str) -> list[int]:

@@ -62,6 +62,7 @@ def test_a_project_that_cannot_be_trained_stops_retrying_until_new_labels(live_o
     client.force_login(live_owner)
     page = client.get(f"/p/{project.pk}/").content.decode()
     assert 'id="run-held"' in page and f"Run {failed.pk} failed" in page
+    assert '<span id="run-held-new">0</span> new so far' in page
     assert "single class &#x27;cat&#x27;" in page
 
     # "Run now" is never held back.
