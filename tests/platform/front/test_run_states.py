@@ -4,7 +4,7 @@ The dashboard answered 500 whenever a run without metrics existed (pending,
 running, and after any failed run, for good). Here every page of the web UI,
 the admin pages of runs and projects and the runs/results API are requested
 in each run state (none, pending, running, failed, cancelled, published, and
-each active or finished-without-results state after a published run), by the
+each active or finished-without-results state after a published run, discarded included), by the
 people who may see them; each must answer its normal status and show the state.
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ pytestmark = pytest.mark.django_db
 STATES = [
     "none", "pending", "running", "failed", "cancelled", "published",
     "published+pending", "published+running", "published+failed", "published+cancelled",
+    "published+discarded",
 ]
 
 
@@ -62,6 +63,12 @@ def _make_state(state: str, project: Project, requester: Any) -> dict[str, Infer
         )
     if last == "cancelled":
         run_cancel(run=run, cancelled_by=requester)
+    if last == "discarded":
+        # What run_publish does to a run when a newer one published first.
+        assert run_claim(run_id=run.pk, worker="test-node/1")
+        InferenceRun.objects.filter(pk=run.pk).update(
+            status=RunStatus.DISCARDED, error="A newer run published first; these results were discarded."
+        )
     runs[last] = InferenceRun.objects.defer("checkpoint").get(pk=run.pk)
     return runs
 
