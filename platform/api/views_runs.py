@@ -28,7 +28,6 @@ from results.models import (
     LabelSource,
     RunTrigger,
 )
-from results.services import RunNotActive, run_cancel
 from results.selectors import (
     active_run,
     common_confusion_for_run,
@@ -38,6 +37,7 @@ from results.selectors import (
     latest_published_run,
     runs_for_project,
 )
+from results.services import RunNotActive, run_cancel
 
 # --------------------------------------------------------------------------- serializers
 

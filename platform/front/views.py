@@ -50,8 +50,7 @@ from projects.services import membership_add, membership_remove, project_create,
 from results.export import EXPORT_FORMATS, export_response
 from results.models import InferenceRun, RunStatus, RunTrigger
 from results.selectors import active_run, automatic_runs_held_by, confusions_for_run, latest_published_run
-from results.services import RunNotActive
-from results.services import run_cancel as run_cancel_service
+from results.services import RunNotActive, run_cancel as run_cancel_service
 
 from . import selectors
 from .forms import CrowdUploadForm, ItemUploadForm, MemberAddForm, ProjectForm, ResultsFilterForm

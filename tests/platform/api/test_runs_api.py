@@ -198,7 +198,9 @@ def test_cancel_permissions_conflicts_and_published_results(
     assert client_for(requester).get(url).status_code == 405
 
 
-def test_a_cancelled_pending_run_never_starts(project: Any, published: InferenceRun, client_for: Any, requester: Any) -> None:
+def test_a_cancelled_pending_run_never_starts(
+    project: Any, published: InferenceRun, client_for: Any, requester: Any
+) -> None:
     from live.services import run_execute
 
     run = run_create(project=project)

@@ -34,7 +34,8 @@ pytestmark = [pytest.mark.slow]
 
 
 def _pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or ([shutil.which(name)] if shutil.which(name) else [])
+    on_path = shutil.which(name)
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or ([on_path] if on_path else [])
     if not found:
         pytest.skip(f"PostgreSQL's {name} is not installed")
     return found[-1]

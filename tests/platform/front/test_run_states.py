@@ -37,9 +37,9 @@ def _label(project: Project, annotator: Any) -> None:
     second = UserFactory(username="second_annotator")
     Membership.objects.create(project=project, user=second)
     items = list(project.items.order_by("id"))
-    for item, label in zip(items, ["cat", "dog", "bird", "cat", "dog"]):
+    for item, label in zip(items, ["cat", "dog", "bird", "cat", "dog"], strict=True):
         Annotation.objects.create(project=project, item=item, annotator=annotator, label=label)
-    for item, label in zip(items, ["cat", "dog", "cat", "cat", "bird"]):
+    for item, label in zip(items, ["cat", "dog", "cat", "cat", "bird"], strict=True):
         Annotation.objects.create(project=project, item=item, annotator=second, label=label)
 
 
