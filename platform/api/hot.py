@@ -28,6 +28,7 @@ from django.utils import timezone
 from rest_framework.authentication import get_authorization_header
 from rest_framework.authtoken.models import Token
 
+from crowdlab import jsonlimits
 from crowdlab.db import model_from_row, prepared_cursor
 from labelling import services as labelling_services
 from live.triggers import threshold_due_sql
@@ -99,7 +100,9 @@ def submit_fast(request: HttpRequest, project_pk: int) -> HttpResponse | None:
     if key is None or request.content_type != "application/json":
         return None
     try:
-        data = plain_submit(json.loads(request.body))
+        # Depth-checked before decoding: a hostile body falls through to DRF,
+        # whose parser words the 400, instead of recursing here.
+        data = plain_submit(jsonlimits.loads(request.body))
     except ValueError:
         return None
     if data is None:

@@ -13,50 +13,26 @@ from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import BaseParser, FormParser, JSONParser, MultiPartParser
+from rest_framework.exceptions import ParseError, ValidationError
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from api.parsers import CSVParser, JSONLinesParser, JSONLinesTextParser, JSONParser, JSONTooDeepError, NDJSONParser
 from api.permissions import IsProjectOwnerOrAdmin
 from projects.importing import (
     IMPORT_FORMATS,
     ImportValidationError,
+    RowError,
     crowd_import,
     item_create_with_file,
     items_import,
 )
 from projects.models import ItemKind, Project
 from results.export import EXPORT_CONTENT_TYPES, EXPORT_FORMATS, export_response
-
-# --------------------------------------------------------------------------- parsers
-
-
-class _RawParser(BaseParser):
-    """Hands the raw request body (bytes) to the view; the service parses it."""
-
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> bytes:
-        return stream.read() if stream is not None else b""
-
-
-class CSVParser(_RawParser):
-    media_type = "text/csv"
-
-
-class JSONLinesParser(_RawParser):
-    media_type = "application/jsonl"
-
-
-class NDJSONParser(_RawParser):
-    media_type = "application/x-ndjson"
-
-
-class JSONLinesTextParser(_RawParser):
-    media_type = "application/jsonlines"
-
 
 # --------------------------------------------------------------------------- serializers (schema + input)
 
@@ -156,6 +132,50 @@ def _rejected(error: ImportValidationError) -> Response:
     return Response(error.as_dict(), status=status.HTTP_400_BAD_REQUEST)
 
 
+def _messages(detail: Any) -> list[str]:
+    """The messages of a DRF error detail (a string or a list of them), flattened without recursion."""
+    pending, messages = [detail], []
+    while pending:
+        current = pending.pop()
+        if isinstance(current, (list, tuple)):
+            pending.extend(reversed(current))
+        elif isinstance(current, dict):
+            pending.extend(reversed(list(current.values())))
+        else:
+            messages.append(str(current))
+    return messages
+
+
+def _import_error_from(exc: ValidationError | ParseError) -> ImportValidationError:
+    """A form or body error of an import in the import's documented 400 body
+    (``detail``, ``error_count``, ``errors`` naming the field, ``errors_truncated``)."""
+    if isinstance(exc, JSONTooDeepError):
+        # A JSON array body: the element holding the deep value is the row.
+        index = exc.too_deep.index
+        return ImportValidationError([RowError(None if index is None else index + 1, None, str(exc.too_deep))])
+    if isinstance(exc, ParseError):
+        return ImportValidationError([RowError(None, None, str(exc.detail))])
+    errors: list[RowError] = []
+    if isinstance(exc.detail, dict):
+        for name, detail in exc.detail.items():
+            field_name = None if name == "non_field_errors" else str(name)
+            errors.extend(RowError(None, field_name, message) for message in _messages(detail))
+    else:
+        errors.extend(RowError(None, None, message) for message in _messages(exc.detail))
+    return ImportValidationError(errors or [RowError(None, None, "the upload is invalid.")])
+
+
+class _ImportView(_ProjectDataView):
+    """Every 400 of an import has the same body, whatever rejected it: the
+    parser (malformed or too deeply nested JSON), the form (no file) or the
+    service (bad rows)."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, (ValidationError, ParseError)):
+            return _rejected(_import_error_from(exc))
+        return super().handle_exception(exc)
+
+
 def _raw_body(request: Request) -> bytes:
     # An empty body never reaches the parser: DRF then hands an empty dict.
     data = request.data
@@ -184,7 +204,7 @@ _IMPORT_ERRORS = {
 }
 
 
-class ItemImportView(_ProjectDataView):
+class ItemImportView(_ImportView):
     parser_classes = [JSONParser, CSVParser, JSONLinesParser, NDJSONParser, JSONLinesTextParser, MultiPartParser, FormParser]
 
     @extend_schema(
@@ -241,7 +261,7 @@ class ItemImportView(_ProjectDataView):
         return Response(result.as_dict(), status=status.HTTP_201_CREATED)
 
 
-class ItemUploadView(_ProjectDataView):
+class ItemUploadView(_ImportView):
     parser_classes = [MultiPartParser, FormParser]
 
     @extend_schema(
@@ -270,7 +290,7 @@ class ItemUploadView(_ProjectDataView):
         )
 
 
-class CrowdImportView(_ProjectDataView):
+class CrowdImportView(_ImportView):
     parser_classes = [CSVParser, MultiPartParser, FormParser]
 
     @extend_schema(
