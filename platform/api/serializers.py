@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
@@ -35,6 +36,15 @@ class ProjectSerializer(serializers.ModelSerializer):
         max_value=1000,
         required=False,
         error_messages={"min_value": "k must be ≥ 1 (distinct annotators per item)."},
+    )
+    instructions = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=settings.PROJECT_INSTRUCTIONS_MAX_LENGTH,
+        help_text="Markdown shown to annotators.",
+        error_messages={
+            "max_length": "at most {max_length} characters are allowed (PROJECT_INSTRUCTIONS_MAX_LENGTH)."
+        },
     )
     n_items = serializers.IntegerField(read_only=True, default=0)
     n_annotations = serializers.IntegerField(read_only=True, default=0)

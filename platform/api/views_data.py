@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
@@ -41,12 +42,28 @@ class ItemImportRowSerializer(serializers.Serializer):
     """One item of a bulk import (documentation; the service validates)."""
 
     external_id = serializers.CharField(max_length=255, help_text="Unique per project; also accepted as id or item.")
-    text = serializers.CharField(required=False)
-    image_url = serializers.URLField(required=False)
-    audio_url = serializers.URLField(required=False)
-    url = serializers.URLField(required=False, help_text="Image or audio URL (audio if it ends in .mp3, .wav, ...).")
-    data = serializers.JSONField(required=False, help_text="A JSON object.")
-    features = serializers.ListField(child=serializers.FloatField(), required=False)
+    text = serializers.CharField(
+        required=False,
+        max_length=settings.ITEM_TEXT_MAX_LENGTH,
+        help_text="At most ITEM_TEXT_MAX_LENGTH characters (default 1,000,000).",
+    )
+    image_url = serializers.URLField(required=False, max_length=2000)
+    audio_url = serializers.URLField(required=False, max_length=2000)
+    url = serializers.URLField(
+        required=False, max_length=2000, help_text="Image or audio URL (audio if it ends in .mp3, .wav, ...)."
+    )
+    data = serializers.DictField(
+        required=False,
+        help_text="A JSON object of at most ITEM_DATA_MAX_BYTES bytes as UTF-8 JSON (default 1,000,000), "
+        "nested at most JSON_MAX_DEPTH levels (default 64, counting the whole request body).",
+    )
+    features = serializers.ListField(
+        child=serializers.FloatField(),
+        required=False,
+        min_length=1,
+        max_length=settings.ITEM_FEATURES_MAX_LENGTH,
+        help_text="At most ITEM_FEATURES_MAX_LENGTH numbers (default 10,000).",
+    )
     gold = serializers.CharField(required=False, allow_null=True, help_text="One of the project's class names.")
     kind = serializers.ChoiceField(choices=ItemKind.choices, required=False, help_text="Inferred when absent.")
 
@@ -66,7 +83,14 @@ class CrowdFileSerializer(serializers.Serializer):
 class ItemUploadSerializer(serializers.Serializer):
     external_id = serializers.CharField(max_length=255)
     image = serializers.FileField()
-    text = serializers.CharField(required=False, allow_blank=True, default="")
+    # The service checks the limit too (with the same message as the bulk import).
+    text = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=settings.ITEM_TEXT_MAX_LENGTH,
+        error_messages={"max_length": "at most {max_length} characters are allowed (ITEM_TEXT_MAX_LENGTH)."},
+    )
     gold = serializers.CharField(required=False, allow_blank=True, allow_null=True, default=None)
 
 

@@ -58,6 +58,10 @@ _KNOWN_JSON_KEYS = frozenset(
 _FEATURE_COLUMN = re.compile(r"^f(\d+)$")
 _AUDIO_SUFFIXES = (".mp3", ".wav", ".ogg", ".oga", ".flac", ".m4a", ".aac", ".opus", ".webm")
 _USERNAME_CHARS = re.compile(r"^[\w.@+-]+\Z")
+# The csv module refuses fields over 128 KiB ("field larger than field limit"),
+# far below ITEM_TEXT_MAX_LENGTH: a long text in CSV must meet the same
+# field-named limit as in JSON. The request body limit bounds the memory.
+csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 _url_validator = URLValidator(schemes=["http", "https"])
 
 
@@ -201,24 +205,30 @@ def _unstorable(value: Any) -> str | None:
     while stack:
         current = stack.pop()
         if isinstance(current, str):
+            # Undecodable bytes first: they say more about a broken upload than a NUL does.
+            if not current.isascii():
+                try:
+                    current.encode("utf-8")
+                except UnicodeEncodeError as error:
+                    code = ord(current[error.start])
+                    if 0xDC80 <= code <= 0xDCFF:
+                        return (f"byte 0x{code - 0xDC00:02X}, which is not UTF-8 text; "
+                                "save the upload as UTF-8 (not Latin-1, Windows-1252 or UTF-16)")
+                    return f"a lone surrogate (\\u{code:04x}), which cannot be stored"
             if "\x00" in current:
                 return "a NUL character (\\u0000), which cannot be stored"
-            if current.isascii():
-                continue
-            try:
-                current.encode("utf-8")
-            except UnicodeEncodeError as error:
-                code = ord(current[error.start])
-                if 0xDC80 <= code <= 0xDCFF:
-                    return (f"byte 0x{code - 0xDC00:02X}, which is not UTF-8 text; "
-                            "save the upload as UTF-8 (not Latin-1, Windows-1252 or UTF-16)")
-                return f"a lone surrogate (\\u{code:04x}), which cannot be stored"
         elif isinstance(current, dict):
             stack.extend(current.keys())
             stack.extend(current.values())
         elif isinstance(current, list):
             stack.extend(current)
     return None
+
+
+def _header_error(position: int, problem: str) -> ImportValidationError:
+    # NULs between the letters of a header are the mark of UTF-16 without a byte-order mark.
+    hint = "; is the file UTF-16? save it as UTF-8" if problem.startswith("a NUL") else ""
+    return ImportValidationError([RowError(None, None, f"the CSV header (column {position}) contains {problem}{hint}.")])
 
 
 def _too_deep_row_error(error: jsonlimits.JSONTooDeep, *, array: bool) -> RowError:
@@ -289,9 +299,7 @@ def _parse_csv(stream: IO[bytes] | IO[str] | bytes | str) -> Iterator[tuple[int,
         for position, name in enumerate(header, start=1):
             problem = _unstorable(name)
             if problem is not None:
-                raise ImportValidationError(
-                    [RowError(None, None, f"the CSV header (column {position}) contains {problem}.")]
-                )
+                raise _header_error(position, problem)
         duplicated = sorted({name for name in header if header.count(name) > 1})
         if duplicated:
             raise ImportValidationError(
@@ -428,7 +436,6 @@ def _validate_item_row(
             f"is {len(text):,} characters long; at most {settings.ITEM_TEXT_MAX_LENGTH:,} are allowed "
             "(ITEM_TEXT_MAX_LENGTH).",
         )
-        text = ""
 
     url = ""
     url_kind: str | None = None
@@ -891,7 +898,7 @@ def crowd_import(*, project: Project, stream: IO[bytes] | IO[str] | bytes | str)
     for position, name in enumerate(header or (), start=1):
         problem = _unstorable(name)
         if problem is not None:
-            raise ImportValidationError([RowError(None, None, f"the CSV header (column {position}) contains {problem}.")])
+            raise _header_error(position, problem)
     normalised = tuple(name.strip().lower() for name in header or ())
     if normalised not in _CROWD_HEADERS:
         raise ImportValidationError(
