@@ -15,6 +15,7 @@ from django.db.models import QuerySet
 from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status, viewsets
+from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import ValidationError
@@ -34,7 +35,7 @@ from projects.roles import can_manage_project
 
 from . import payloads
 from .authentication import FastTokenAuthentication
-from .filters import AnnotationFilter, ItemFilter
+from .filters import AnnotationFilter, ItemFilter, ProjectFilter
 from .parsers import JSONParser
 from .permissions import IsProjectMember, IsProjectOwnerMemberOrAdmin, IsProjectOwnerOrAdmin, IsRequester
 from .serializers import (
@@ -49,6 +50,7 @@ from .serializers import (
     MemberAddSerializer,
     MemberSerializer,
     ProjectSerializer,
+    StrictJSONMixin,
     TaskSerializer,
 )
 
@@ -74,9 +76,13 @@ def service_errors() -> Iterator[None]:
         raise ValidationError(detail) from None
 
 
-class TokenRequestSerializer(serializers.Serializer):
-    username = serializers.CharField(max_length=150)
-    password = serializers.CharField(max_length=4096, style={"input_type": "password"})
+class TokenRequestSerializer(StrictJSONMixin, AuthTokenSerializer):
+    """DRF's credentials check, with JSON types enforced and lengths documented."""
+
+    username = serializers.CharField(max_length=150, write_only=True)
+    password = serializers.CharField(
+        max_length=4096, write_only=True, trim_whitespace=False, style={"input_type": "password"}
+    )
 
 
 class TokenSerializer(serializers.Serializer):
@@ -100,14 +106,22 @@ class TokenView(ObtainAuthToken):
 
     parser_classes = [JSONParser, FormParser]
     authentication_classes: list[Any] = []
+    serializer_class = TokenRequestSerializer
 
 
-ProjectView = PolymorphicProxySerializer(
-    component_name="ProjectView",
-    serializers=[ProjectSerializer, AnnotatorProjectSerializer],
-    resource_type_field_name="access",
-    many=False,
-)
+def _project_view(*, many: bool) -> PolymorphicProxySerializer:
+    return PolymorphicProxySerializer(
+        component_name="ProjectView",
+        serializers=[ProjectSerializer, AnnotatorProjectSerializer],
+        resource_type_field_name="access",
+        many=many,
+    )
+
+
+ProjectView = _project_view(many=False)
+# The list answers a page of projects: with many=False the schema promised one
+# project object, and every list response failed its oneOf.
+ProjectViewList = _project_view(many=True)
 
 
 def _project_payload(serializer: ProjectSerializer) -> dict[str, Any]:
@@ -119,7 +133,7 @@ def _project_payload(serializer: ProjectSerializer) -> dict[str, Any]:
         summary="Projects you may see",
         description="Owners and admins get the full view (`access: manage`); annotators get only the projects "
         "they belong to, without gold labels or aggregates (`access: annotate`).",
-        responses={200: ProjectView, **_errors(401)},
+        responses={200: ProjectViewList, **_errors(401)},
     ),
     retrieve=extend_schema(summary="One project", responses={200: ProjectView, **_errors(401, 404)}),
     create=extend_schema(summary="Create a project (requesters)", responses={201: ProjectSerializer, **_errors(400, 401, 403)}),
@@ -130,7 +144,7 @@ def _project_payload(serializer: ProjectSerializer) -> dict[str, Any]:
 class ProjectViewSet(viewsets.ModelViewSet):
     serializer_class = ProjectSerializer
     lookup_value_regex = r"\d+"
-    filterset_fields = ["is_active", "model"]
+    filterset_class = ProjectFilter
 
     def get_permissions(self) -> list[Any]:
         if self.action == "create":

@@ -21,4 +21,5 @@ urlpatterns = [
     path("", include("front.urls")),
 ]
 
+handler404 = "crowdlab.views.not_found"
 handler500 = "crowdlab.views.server_error"

@@ -1,10 +1,11 @@
-"""Site-wide views that belong to no app: the 500 handler."""
+"""Site-wide views that belong to no app: the 404 and 500 handlers."""
 from __future__ import annotations
 
 import logging
 
 from django.http import HttpRequest, HttpResponse, HttpResponseServerError, JsonResponse
 from django.template import loader
+from django.views.defaults import page_not_found
 
 logger = logging.getLogger(__name__)
 
@@ -17,6 +18,14 @@ SERVER_ERROR_DETAIL = (
 def _wants_json(request: HttpRequest) -> bool:
     accept = request.headers.get("Accept", "")
     return request.path_info.startswith("/api/") or ("application/json" in accept and "text/html" not in accept)
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """``handler404`` for a URL nothing matches: JSON under /api/ (clients and the
+    OpenAPI schema expect ``{"detail": ...}``, e.g. for a non-numeric id), the page elsewhere."""
+    if request.path_info.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return page_not_found(request, exception)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
