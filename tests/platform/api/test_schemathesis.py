@@ -12,25 +12,33 @@ views instead of stopping at 404.
 """
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import schemathesis
+from django.utils import timezone
 from hypothesis import HealthCheck, settings
 from rest_framework.authtoken.models import Token
 from schemathesis.core.parameters import ParameterLocation
 
 from labelling.services import next_task
 from projects.models import Membership, Project
+from results.models import (
+    AggregatedLabel,
+    AnnotatorConfusion,
+    CommonConfusion,
+    GeneratedAnnotation,
+    InferenceRun,
+    RunStatus,
+)
 from tests.platform.factories import AnnotationFactory
 
 ROLES = ("anonymous", "annotator", "owner")
 # Fuzzing examples per operation and role; the examples and coverage phases
 # add their own (deterministic) cases on top.
-MAX_EXAMPLES = 6
+MAX_EXAMPLES = 4
 
 REQUESTS: Counter[str] = Counter()
 
@@ -67,6 +75,7 @@ def world(request: pytest.FixtureRequest, db: None, project: Project, requester:
     Membership.objects.create(project=project, user=requester)
     person = {"owner": requester, "annotator": annotator}.get(request.param)
     lease = next_task(project=project, annotator=person) if person is not None else None
+    run = _published_run(project, annotator)
     return {
         "role": request.param,
         "headers": {"Authorization": f"Token {Token.objects.create(user=person).key}"} if person else {},
@@ -76,8 +85,31 @@ def world(request: pytest.FixtureRequest, db: None, project: Project, requester:
             "annotation_id": annotation.pk,
             "assignment_id": lease.pk if lease else 1,
             "user_id": annotator.pk,
+            "run_pk": run.pk,
         },
     }
+
+
+def _published_run(project: Project, annotator: Any) -> InferenceRun:
+    """A published run with one row of every kind of result, written directly
+    (no training), so that every results endpoint answers a body to validate."""
+    run = InferenceRun.objects.create(
+        project=project, model="crowding", status=RunStatus.PUBLISHED, fit_mode="cold", fit_reason="first run",
+        n_items=5, n_annotations=1, n_annotators=1, loss_history=[1.0, 0.5], final_loss=0.5,
+        metrics={"accuracy": 1.0}, timings={"fit": 0.1}, published_at=timezone.now(),
+    )
+    items = list(project.items.order_by("id"))
+    eye = [[1.0 if row == column else 0.0 for column in range(3)] for row in range(3)]
+    AggregatedLabel.objects.bulk_create(
+        AggregatedLabel(run=run, item=item, label="cat", confidence=0.9, probabilities=[0.9, 0.05, 0.05],
+                        n_annotations=item.n_annotations)
+        for item in items
+    )
+    AnnotatorConfusion.objects.create(run=run, annotator=annotator, matrix=eye, omega=0.2, omegas=[0.2],
+                                      n_annotations=1, learned_accuracy=1.0)
+    CommonConfusion.objects.create(run=run, matrix=eye)
+    GeneratedAnnotation.objects.create(run=run, item=items[-1], annotator=annotator, label="dog", probability=0.7)
+    return run
 
 
 @pytest.fixture
