@@ -25,7 +25,10 @@ from collections.abc import Callable
 from itertools import accumulate
 from typing import Any
 
+from django import forms
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.forms.fields import InvalidJSONInput
 
 # A JSON string literal (unrolled loop: linear, no backtracking blow-up).
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
@@ -170,3 +173,29 @@ def nesting_exceeds(value: Any, limit: int) -> bool:
             return True
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return False
+
+
+class JSONFormField(forms.JSONField):
+    """Django's form ``JSONField`` (the admin's JSON fields) with the depth
+    checked before decoding: its ``json.loads`` recursed into a 500 for deep
+    input, both when cleaning and when re-rendering the form."""
+
+    def to_python(self, value: Any) -> Any:
+        if isinstance(value, str) and not self.disabled:
+            try:
+                check_depth(value)
+            except JSONTooDeep as error:
+                raise ValidationError(str(error), code="invalid") from None
+        return super().to_python(value)
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        if isinstance(data, str) and not self.disabled and depth_exceeds(data, max_depth()):
+            return InvalidJSONInput(data)
+        return super().bound_data(data, initial)
+
+
+def admin_formfield_overrides() -> dict[Any, dict[str, Any]]:
+    """``ModelAdmin.formfield_overrides`` for models with JSON fields."""
+    from django.db import models
+
+    return {models.JSONField: {"form_class": JSONFormField}}
