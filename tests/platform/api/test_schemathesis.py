@@ -112,22 +112,6 @@ def _published_run(project: Project, annotator: Any) -> InferenceRun:
     return run
 
 
-@pytest.fixture
-def keep_connection(db: None) -> Iterator[None]:
-    """Like Django's test client: keep the test's connection (and transaction)
-    open across WSGI requests instead of closing it when a request ends."""
-    from django.core.signals import request_finished, request_started
-    from django.db import close_old_connections
-
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    try:
-        yield
-    finally:
-        request_started.connect(close_old_connections)
-        request_finished.connect(close_old_connections)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def report_requests(request: pytest.FixtureRequest) -> Iterator[None]:
     """Print how many requests each person sent (past output capture)."""
