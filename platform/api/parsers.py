@@ -18,6 +18,25 @@ from rest_framework.exceptions import ParseError
 
 from crowdlab import jsonlimits
 
+from .exceptions import RequestTooLarge
+
+
+def read_body(stream: Any) -> bytes:
+    """The request body, at most ``DATA_UPLOAD_MAX_MEMORY_SIZE`` bytes of it.
+
+    Django enforces that limit only on ``request.body`` (which DRF reads for
+    JSON, see ``api.exceptions``); the raw CSV/JSONL parsers read the stream,
+    so a body of any size was read whole."""
+    if stream is None:
+        return b""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    if limit is None:
+        return stream.read()
+    body = stream.read(limit + 1)
+    if len(body) > limit:
+        raise RequestTooLarge()
+    return body
+
 
 class JSONTooDeepError(ParseError):
     """A 400 for a JSON body nested deeper than ``JSON_MAX_DEPTH``; ``too_deep``
@@ -40,7 +59,7 @@ class JSONParser(parsers.JSONParser):
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
         parser_context = parser_context or {}
         encoding = parser_context.get("encoding") or settings.DEFAULT_CHARSET
-        raw = stream.read() if stream is not None else b""
+        raw = read_body(stream)
         try:
             text = raw.decode(encoding)
         except LookupError:
@@ -60,7 +79,7 @@ class _RawParser(parsers.BaseParser):
     """Hands the raw request body (bytes) to the view; the service parses it."""
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> bytes:
-        return stream.read() if stream is not None else b""
+        return read_body(stream)
 
 
 class CSVParser(_RawParser):

@@ -6,7 +6,7 @@ Why: the schema must list every status code the API really answers
 view is built rather than from what it does: an operation that needs a login
 can answer 401, one with path ids 404, one that reads a body or query
 parameters 400 (malformed JSON, JSON nested deeper than ``JSON_MAX_DEPTH``,
-an invalid filter), one with a body 415, one behind a role check (or an unsafe
+an invalid filter), one with a body 413 and 415, one behind a role check (or an unsafe
 method behind session authentication and its CSRF check) 403. Declaring them by
 hand on each view drifted (39 undocumented codes); here they are derived once,
 and a view's own declaration of a code always wins.
@@ -82,6 +82,9 @@ class AutoSchema(SpectacularAutoSchema):
                 ErrorDetailSerializer, description="No such object, or no relation to the project (ids do not leak)."
             )
         if "requestBody" in operation:
+            errors[413] = OpenApiResponse(
+                ErrorDetailSerializer, description="A body larger than DATA_UPLOAD_MAX_MEMORY_SIZE (default 200 MiB)."
+            )
             errors[415] = OpenApiResponse(
                 ErrorDetailSerializer, description="A body in a media type this operation does not read."
             )

@@ -23,6 +23,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api.parsers import CSVParser, JSONLinesParser, JSONLinesTextParser, JSONParser, JSONTooDeepError, NDJSONParser
+from api.exceptions import translate
 from api.permissions import IsProjectOwnerOrAdmin
 from projects.importing import (
     IMPORT_FORMATS,
@@ -195,6 +196,7 @@ class _ImportView(_ProjectDataView):
     service (bad rows)."""
 
     def handle_exception(self, exc: Exception) -> Response:
+        exc = translate(exc)
         if isinstance(exc, (ValidationError, ParseError)):
             return _rejected(_import_error_from(exc))
         return super().handle_exception(exc)

@@ -142,6 +142,8 @@ REST_FRAMEWORK = {
     # through a parser that refuses JSON nested deeper than JSON_MAX_DEPTH
     # before decoding it: DRF's own recursed into a RecursionError (a 500).
     "DEFAULT_PARSER_CLASSES": ["api.parsers.JSONParser"],
+    # Django's own body errors (too large, too many fields) in JSON, not an HTML page.
+    "EXCEPTION_HANDLER": "api.exceptions.exception_handler",
     # drf-spectacular plus the error answers every operation can give (api/schema.py).
     "DEFAULT_SCHEMA_CLASS": "api.schema.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],

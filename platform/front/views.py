@@ -17,7 +17,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -135,6 +135,8 @@ def _read_json(request: HttpRequest) -> dict[str, Any]:
         # Depth-checked before decoding (crowdlab.jsonlimits): json.loads alone
         # recursed into a RecursionError on deeply nested bodies.
         body = jsonlimits.loads(request.body or b"{}")
+    except RequestDataTooBig:
+        raise ValidationError({"body": "larger than the limit (DATA_UPLOAD_MAX_MEMORY_SIZE)."}) from None
     except jsonlimits.JSONTooDeep as exc:
         raise ValidationError({"body": str(exc)}) from None
     except ValueError as exc:  # malformed JSON, not UTF-8, NaN/Infinity

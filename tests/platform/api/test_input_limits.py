@@ -318,3 +318,21 @@ def test_schema_documents_the_limits(client_for: Callable[[Any], APIClient], req
     assert "ITEM_DATA_MAX_BYTES" in row["data"]["description"]
     project = schema["components"]["schemas"]["ProjectRequest"]["properties"]
     assert project["instructions"]["maxLength"] == 100_000
+
+
+def test_body_over_the_upload_limit_is_413(project: Project, requester: Any, annotator: Any,
+                                           client_for: Callable[[Any], APIClient], settings: Any) -> None:
+    # DRF's parsers read the stream whole: DATA_UPLOAD_MAX_MEMORY_SIZE held only for request.body.
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 4096
+    rows = [{"id": f"r{index}", "text": "x" * 100} for index in range(100)]
+    for body, content_type in ((json.dumps(rows).encode(), "application/json"),
+                               (("id,text\n" + "r,x\n" * 2000).encode(), "text/csv")):
+        response = client_for(requester).generic("POST", _import_url(project), body, content_type=content_type)
+        assert response.status_code == 413, response.content[:200]
+        assert "DATA_UPLOAD_MAX_MEMORY_SIZE" in response.json()["detail"]
+    assignment = next_task(project=project, annotator=annotator)
+    big = json.dumps({"item": assignment.item.external_id, "label": "cat", "pad": "x" * 5000}).encode()
+    response = _token_client(annotator).generic("POST", f"/api/projects/{project.pk}/annotations/", big,
+                                                content_type="application/json")
+    assert response.status_code == 413 and not Annotation.objects.exists()
+    assert Item.objects.filter(external_id="r0").count() == 0
