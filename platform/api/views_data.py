@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -39,10 +39,19 @@ from results.export import EXPORT_CONTENT_TYPES, EXPORT_FORMATS, export_response
 # --------------------------------------------------------------------------- serializers (schema + input)
 
 
+@extend_schema_field({"oneOf": [{"type": "string", "minLength": 1, "maxLength": 255}, {"type": "integer"}]})
+class _ExternalIdField(serializers.Field):
+    """Documentation only: the import service reads and checks the rows."""
+
+
 class ItemImportRowSerializer(serializers.Serializer):
     """One item of a bulk import (documentation; the service validates)."""
 
-    external_id = serializers.CharField(max_length=255, help_text="Unique per project; also accepted as id or item.")
+    # Any one of external_id, id or item names the row (unique per project);
+    # an integer is taken as its decimal string.
+    external_id = _ExternalIdField(required=False, help_text="Unique per project; or give it as `id` or `item`.")
+    id = _ExternalIdField(required=False, help_text="Another name for external_id.")
+    item = _ExternalIdField(required=False, help_text="Another name for external_id.")
     text = serializers.CharField(
         required=False,
         max_length=settings.ITEM_TEXT_MAX_LENGTH,
