@@ -263,7 +263,10 @@ def parse_upload(stream: IO[bytes] | IO[str] | bytes | str, fmt: str) -> Iterato
         yield from enumerate(rows, start=1)
         return
     number = 0
-    for line in text.splitlines():
+    # JSONL lines end at "\n" (or "\r\n") only: str.splitlines also splits at
+    # U+2028, U+2029 and U+0085, which JSON strings may hold unescaped.
+    for line in text.split("\n"):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         number += 1

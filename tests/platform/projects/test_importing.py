@@ -243,3 +243,12 @@ def test_nan_in_a_jsonl_row_is_a_row_error(project: Project) -> None:
     with pytest.raises(ImportValidationError) as excinfo:
         items_import(project=project, stream=b'{"id": "n1", "data": {"x": NaN}}\n', fmt="jsonl")
     assert _errors(excinfo)[0]["row"] == 1 and "NaN is not a JSON value" in _errors(excinfo)[0]["message"]
+
+
+def test_jsonl_lines_end_at_newlines_only(project: Project) -> None:
+    # U+2028, U+2029 and U+0085 are allowed unescaped inside JSON strings;
+    # str.splitlines cut the line there and the row was reported as invalid JSON.
+    body = '{"id": "sep", "text": "one\u2028two\x85three\u2029four"}\r\n\n{"id": "next", "text": "x"}\n'.encode()
+    result = items_import(project=project, stream=body, fmt="jsonl")
+    assert result.created == 2
+    assert Item.objects.get(project=project, external_id="sep").text == "one\u2028two\x85three\u2029four"
