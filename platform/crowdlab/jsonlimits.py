@@ -4,13 +4,13 @@ Why: Python's ``json`` module recurses once per level of nesting. 100,000
 nested brackets exhaust the interpreter's stack inside ``json.loads``
 (``RecursionError``, a 500), and a document of ~900 levels decodes but then
 breaks any code that walks it, serialises it or stores it. So the nesting depth
-is checked on the raw text *before* decoding, and without recursion: string
-literals are cut out with a regular expression (brackets inside strings do not
-nest), everything but brackets is dropped, and the running depth is a C-level
-``accumulate`` over ±1 steps, chunk by chunk so that a hostile document is
-refused after its first deep chunk. Typical bodies never get that far: a
-document with at most ``limit`` opening brackets cannot nest deeper than
-``limit``.
+is checked on the raw text *before* decoding, and without recursion: escaped
+quotes are dropped, ``bytes.translate`` keeps only quotes and brackets, the
+quoted runs (string literals, whose brackets do not nest) go, and the running
+depth is a C-level ``accumulate`` over ±1 steps, chunk by chunk so that a
+hostile document is refused after its first deep chunk. Every pass runs in C.
+Typical bodies never get that far: a document with at most ``limit`` opening
+brackets cannot nest deeper than ``limit``.
 
 The limit is ``settings.JSON_MAX_DEPTH`` (environment variable of the same
 name) and applies to every JSON document a user sends: request bodies (the DRF
@@ -30,13 +30,13 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.forms.fields import InvalidJSONInput
 
-# A JSON string literal (unrolled loop: linear, no backtracking blow-up).
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_STRING_B = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_NOT_BRACKET_B = re.compile(rb"[^\[\]{}]+")
-_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
-_STEP_B = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+# Escaped quotes and backslashes are dropped first (so every remaining quote
+# opens or closes a string); then every byte but quotes and brackets; then the
+# quoted runs (whose brackets do not nest).
+_QUOTE_ESCAPE = re.compile(rb'\\["\\]')
+_QUOTED = re.compile(rb'"[^"]*"')
+_KEEP_QUOTES_AND_BRACKETS = bytes(byte for byte in range(256) if byte not in b'"[]{}')
+_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 # Used only to locate an error: strings, brackets and the commas that separate
 # the elements of the top-level array (to name the row of an upload).
 _TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]', re.DOTALL)
@@ -67,25 +67,40 @@ class JSONTooDeep(ValueError):
         )
 
 
+def _brackets(document: str | bytes) -> bytes:
+    """The brackets of ``document`` outside string literals, in order.
+
+    Every pass runs in C, and all but the first two over a much shorter text."""
+    data = document.encode("utf-8", "surrogatepass") if isinstance(document, str) else document
+    if b"\\" in data:
+        data = _QUOTE_ESCAPE.sub(b"", data)
+    # Dropping two adjacent quotes never changes what is outside strings (they
+    # were an empty string or an empty gap between two), and after the
+    # translate most strings are just that: the regex is left the few strings
+    # that hold brackets.
+    short = data.translate(None, _KEEP_QUOTES_AND_BRACKETS).replace(b'""', b"")
+    if b'"' in short:
+        # A quote left unpaired (invalid JSON) goes too: only brackets remain.
+        short = _QUOTED.sub(b"", short).replace(b'"', b"")
+    return short
+
+
 def depth_exceeds(document: str | bytes, limit: int) -> bool:
     """True when ``document`` nests arrays/objects more than ``limit`` levels deep.
 
-    Invalid JSON is not this function's business: it only ever errs towards
-    "too deep" for documents the decoder would refuse anyway.
+    Exact for valid JSON. For invalid JSON it may err either way, but never
+    below the depth a decoder reaches before failing: that prefix is valid, and
+    it is measured exactly.
     """
     if isinstance(document, bytes):
         if document.count(b"[") + document.count(b"{") <= limit:
             return False
-        brackets: str | bytes = _NOT_BRACKET_B.sub(b"", _STRING_B.sub(b"", document))
-        step: dict[Any, int] = _STEP_B
-    else:
-        if document.count("[") + document.count("{") <= limit:
-            return False
-        brackets = _NOT_BRACKET.sub("", _STRING.sub("", document))
-        step = _STEP
+    elif document.count("[") + document.count("{") <= limit:
+        return False
+    brackets = _brackets(document)
     depth = 0
     for start in range(0, len(brackets), _CHUNK):
-        levels = list(accumulate(map(step.__getitem__, brackets[start : start + _CHUNK]), initial=depth))
+        levels = list(accumulate(map(_STEP.__getitem__, brackets[start : start + _CHUNK]), initial=depth))
         if max(levels) > limit:
             return True
         depth = levels[-1]

@@ -201,6 +201,11 @@ def _unstorable(value: Any) -> str | None:
     A NUL character, or a lone surrogate: either a byte of the upload that is
     not UTF-8 (see ``_text_stream``) or a ``\\udXXX`` JSON escape. Iterative:
     user data is never walked by recursion."""
+    if type(value) is str:
+        if value.isascii() and "\x00" not in value:
+            return None  # the common case, without the walk's setup
+    elif not isinstance(value, (dict, list)):
+        return None  # numbers, booleans, null
     stack = [value]
     while stack:
         current = stack.pop()
@@ -327,12 +332,35 @@ class _CsvRow(dict):
 # --------------------------------------------------------------------------- item validation
 
 
+@dataclass(frozen=True)
+class _Limits:
+    """The input limits (settings), read once per import rather than once per row."""
+
+    text: int
+    data_bytes: int
+    features: int
+    depth: int
+
+    @classmethod
+    def current(cls) -> _Limits:
+        return cls(
+            text=settings.ITEM_TEXT_MAX_LENGTH,
+            data_bytes=settings.ITEM_DATA_MAX_BYTES,
+            features=settings.ITEM_FEATURES_MAX_LENGTH,
+            depth=settings.JSON_MAX_DEPTH,
+        )
+
+
 @dataclass
 class _ItemContext:
     project: Project
     class_names: frozenset[str]
     allowed_labels: str
     feature_length: int | None
+    limits: _Limits = field(default_factory=_Limits.current)
+    # Rows decoded here (parse_upload) passed the depth check already; rows
+    # handed over as Python objects get their ``data`` walked once.
+    depth_checked: bool = False
 
 
 def _first(row: Mapping[str, Any], keys: Iterable[str]) -> tuple[str | None, Any]:
@@ -343,14 +371,13 @@ def _first(row: Mapping[str, Any], keys: Iterable[str]) -> tuple[str | None, Any
     return None, None
 
 
-def _features_too_long(count: int) -> str | None:
-    limit = settings.ITEM_FEATURES_MAX_LENGTH
+def _features_too_long(count: int, limit: int) -> str | None:
     if count <= limit:
         return None
     return f"has {count:,} values; at most {limit:,} are allowed (ITEM_FEATURES_MAX_LENGTH)."
 
 
-def _parse_features(value: Any, *, from_csv: bool) -> list[float]:
+def _parse_features(value: Any, *, from_csv: bool, limit: int) -> list[float]:
     if from_csv and isinstance(value, str):
         try:
             value = jsonlimits.loads(value)
@@ -360,7 +387,7 @@ def _parse_features(value: Any, *, from_csv: bool) -> list[float]:
             raise ValueError("must be a JSON list of numbers, e.g. [0.1, 2, -3.5].") from None
     if not isinstance(value, list) or not value:
         raise ValueError("must be a non-empty list of numbers.")
-    too_long = _features_too_long(len(value))
+    too_long = _features_too_long(len(value), limit)
     if too_long is not None:
         raise ValueError(too_long)
     numbers: list[float] = []
@@ -399,8 +426,9 @@ def _validate_item_row(
     # PostgreSQL text and jsonb cannot store NUL characters or lone surrogates
     # (which is also how bytes that are not UTF-8 arrive). Features are checked
     # to be numbers below; walking them here would cost a call per value.
+    limits = context.limits
     for key, value in raw.items():
-        bad_key = _unstorable(key)
+        bad_key = None if from_csv else _unstorable(key)  # CSV keys: the header, checked once
         problem = bad_key or (_unstorable(value) if key != "features" else None)
         if problem is not None:
             errors.add(number, None if bad_key else key, f"contains {problem}.")
@@ -432,12 +460,11 @@ def _validate_item_row(
     if not isinstance(text, str):
         errors.add(number, "text", "must be a string.")
         text = ""
-    elif len(text) > settings.ITEM_TEXT_MAX_LENGTH:
+    elif len(text) > limits.text:
         errors.add(
             number,
             "text",
-            f"is {len(text):,} characters long; at most {settings.ITEM_TEXT_MAX_LENGTH:,} are allowed "
-            "(ITEM_TEXT_MAX_LENGTH).",
+            f"is {len(text):,} characters long; at most {limits.text:,} are allowed (ITEM_TEXT_MAX_LENGTH).",
         )
 
     url = ""
@@ -496,11 +523,17 @@ def _validate_item_row(
             errors.add(number, "data", "must be a JSON object.")
             data = None
 
-    data_json = _data_json(number, data, errors) if data is not None else None
+    data_json = (
+        _data_json(number, data, errors, limits, walk=not (from_csv or context.depth_checked))
+        if data is not None
+        else None
+    )
 
     features: list[float] | None = None
-    if from_csv and feature_columns and _features_too_long(len(feature_columns)):
-        errors.add(number, "features", f"{feature_columns[0]}.. columns: {_features_too_long(len(feature_columns))}")
+    if from_csv and feature_columns and _features_too_long(len(feature_columns), limits.features):
+        errors.add(
+            number, "features", f"{feature_columns[0]}.. columns: {_features_too_long(len(feature_columns), limits.features)}"
+        )
     elif from_csv and feature_columns:
         if raw.get("features"):
             errors.add(number, "features", f"give features either as {feature_columns[0]}.. columns or as 'features', not both.")
@@ -516,7 +549,7 @@ def _validate_item_row(
                     features = None
     elif raw.get("features") not in (None, ""):
         try:
-            features = _parse_features(raw["features"], from_csv=from_csv)
+            features = _parse_features(raw["features"], from_csv=from_csv, limit=limits.features)
         except ValueError as exc:
             errors.add(number, "features", str(exc))
     if features is not None:
@@ -570,12 +603,13 @@ def _validate_item_row(
     }
 
 
-def _data_json(number: int, data: Any, errors: _ErrorCollector) -> str | None:
-    """``data`` as the JSON text that is stored (serialised once, here), or None after an error."""
-    depth = settings.JSON_MAX_DEPTH
-    # Rows handed over as Python objects did not pass a depth-checked decoder.
-    if jsonlimits.nesting_exceeds(data, depth):
-        errors.add(number, "data", f"nests more than {depth} levels of arrays and objects (JSON_MAX_DEPTH).")
+def _data_json(number: int, data: Any, errors: _ErrorCollector, limits: _Limits, *, walk: bool = True) -> str | None:
+    """``data`` as the JSON text that is stored (serialised once, here), or None after an error.
+
+    ``walk``: check the nesting first (json.dumps recurses), for data that did
+    not come through a depth-checked decoder."""
+    if walk and jsonlimits.nesting_exceeds(data, limits.depth):
+        errors.add(number, "data", f"nests more than {limits.depth} levels of arrays and objects (JSON_MAX_DEPTH).")
         return None
     try:
         text = json.dumps(data, ensure_ascii=False, allow_nan=False)
@@ -586,9 +620,10 @@ def _data_json(number: int, data: Any, errors: _ErrorCollector) -> str | None:
         errors.add(number, "data", f"must hold only JSON values: {exc}.")
         return None
     size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-    limit = settings.ITEM_DATA_MAX_BYTES
-    if size > limit:
-        errors.add(number, "data", f"is {size:,} bytes as JSON; at most {limit:,} are allowed (ITEM_DATA_MAX_BYTES).")
+    if size > limits.data_bytes:
+        errors.add(
+            number, "data", f"is {size:,} bytes as JSON; at most {limits.data_bytes:,} are allowed (ITEM_DATA_MAX_BYTES)."
+        )
         return None
     return text
 
@@ -658,6 +693,7 @@ def items_import(
         class_names=frozenset(class_names),
         allowed_labels=", ".join(class_names),
         feature_length=_feature_length(project),
+        depth_checked=rows is None,
     )
     errors = _ErrorCollector()
     items: list[dict[str, Any]] = []
@@ -817,6 +853,7 @@ def item_create_with_file(
 
     The same limits as the bulk import: every problem is a row-1 error naming the field."""
     errors = _ErrorCollector()
+    limits = _Limits.current()
     external_id = (external_id or "").strip() if isinstance(external_id, str) else ""
     problem = _unstorable(external_id)
     if not external_id or len(external_id) > 255 or problem:
@@ -825,17 +862,16 @@ def item_create_with_file(
     problem = _unstorable(text)
     if problem:
         errors.add(1, "text", f"contains {problem}.")
-    elif len(text) > settings.ITEM_TEXT_MAX_LENGTH:
+    elif len(text) > limits.text:
         errors.add(
-            1, "text",
-            f"is {len(text):,} characters long; at most {settings.ITEM_TEXT_MAX_LENGTH:,} are allowed (ITEM_TEXT_MAX_LENGTH).",
+            1, "text", f"is {len(text):,} characters long; at most {limits.text:,} are allowed (ITEM_TEXT_MAX_LENGTH)."
         )
     if data is not None:
         problem = _unstorable(data)
         if problem:
             errors.add(1, "data", f"contains {problem}.")
         else:
-            _data_json(1, data, errors)
+            _data_json(1, data, errors, limits)
     if gold not in (None, "") and gold not in project.class_names:
         errors.add(1, "gold", f"{gold!r} is not a class of this project; allowed: {', '.join(project.class_names)}.")
     errors.raise_if_any()

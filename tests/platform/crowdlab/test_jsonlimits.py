@@ -6,6 +6,8 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from crowdlab import jsonlimits
 
@@ -69,3 +71,31 @@ def test_decoded_values_are_checked_without_recursion() -> None:
     assert jsonlimits.nesting_exceeds(value, 64)
     assert not jsonlimits.nesting_exceeds({"a": [{"b": []}]}, 4)
     assert jsonlimits.nesting_exceeds({"a": [{"b": [1]}]}, 3)
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if isinstance(current, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (current.values() if isinstance(current, dict) else current))
+    return deepest
+
+
+_TRICKY_TEXT = st.text(alphabet='[]{}"\\\\ab,:', max_size=8)
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | _TRICKY_TEXT,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(_TRICKY_TEXT, children, max_size=3),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(value=_VALUES, limit=st.integers(min_value=1, max_value=8), ascii_only=st.booleans())
+def test_the_scan_measures_exactly_what_the_decoder_builds(value: Any, limit: int, ascii_only: bool) -> None:
+    # Strings full of brackets, quotes and backslashes must not change the count.
+    document = json.dumps(value, ensure_ascii=ascii_only)
+    expected = _depth(value) > limit
+    assert jsonlimits.depth_exceeds(document, limit) is expected
+    assert jsonlimits.depth_exceeds(document.encode(), limit) is expected
