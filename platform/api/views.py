@@ -38,6 +38,7 @@ from .authentication import FastTokenAuthentication
 from .filters import AnnotationFilter, ItemFilter, ProjectFilter
 from .parsers import JSONParser
 from .permissions import IsProjectMember, IsProjectOwnerMemberOrAdmin, IsProjectOwnerOrAdmin, IsRequester
+from .schema import ValidationErrorSerializer
 from .serializers import (
     AnnotationDetailSerializer,
     AnnotationSerializer,
@@ -94,7 +95,9 @@ class TokenSerializer(serializers.Serializer):
     request={"application/json": TokenRequestSerializer, "application/x-www-form-urlencoded": TokenRequestSerializer},
     responses={
         200: TokenSerializer,
-        400: OpenApiResponse(description="Missing fields or wrong credentials (`non_field_errors`)."),
+        400: OpenApiResponse(
+            ValidationErrorSerializer, description="Missing fields or wrong credentials (`non_field_errors`)."
+        ),
     },
     auth=[],
 )

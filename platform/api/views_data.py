@@ -22,8 +22,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from api.parsers import CSVParser, JSONLinesParser, JSONLinesTextParser, JSONParser, JSONTooDeepError, NDJSONParser
 from api.exceptions import translate
+from api.parsers import CSVParser, JSONLinesParser, JSONLinesTextParser, JSONParser, JSONTooDeepError, NDJSONParser
 from api.permissions import IsProjectOwnerOrAdmin
 from projects.importing import (
     IMPORT_FORMATS,
