@@ -126,6 +126,11 @@ def report_requests(request: pytest.FixtureRequest) -> Iterator[None]:
         )
 
 
+# Raw JSONL bodies are plain text to the schema; without a serializer
+# schemathesis skipped those two media types of the item import.
+schemathesis.serializer.alias(["application/jsonl", "application/x-ndjson"], "text/plain")
+
+
 def _load_schema() -> Any:
     from crowdlab.wsgi import application
 
