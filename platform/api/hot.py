@@ -21,6 +21,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse
@@ -28,6 +29,7 @@ from django.utils import timezone
 from rest_framework.authentication import get_authorization_header
 from rest_framework.authtoken.models import Token
 
+from crowdlab import jsonlimits
 from crowdlab.db import model_from_row, prepared_cursor
 from labelling import services as labelling_services
 from live.triggers import threshold_due_sql
@@ -37,6 +39,9 @@ from .payloads import annotation_payload, plain_submit, task_payload
 from .serializers import TaskSerializer
 
 View = Callable[..., HttpResponse]
+# A plain submit body is under 1 KB (an item id of at most 255 characters, a
+# label, a number); anything larger is left to the DRF view.
+_MAX_FAST_BODY = 16 * 1024
 
 _USER = get_user_model()
 _PROJECT_FIELDS = [field for field in Project._meta.concrete_fields]
@@ -98,8 +103,13 @@ def submit_fast(request: HttpRequest, project_pk: int) -> HttpResponse | None:
     key = _token(request)
     if key is None or request.content_type != "application/json":
         return None
+    length = request.META.get("CONTENT_LENGTH") or "0"
+    if not length.isdigit() or int(length) > min(_MAX_FAST_BODY, settings.DATA_UPLOAD_MAX_MEMORY_SIZE or _MAX_FAST_BODY):
+        return None  # not a plain submit: the DRF view reads it (and answers 413 past the upload limit)
     try:
-        data = plain_submit(json.loads(request.body))
+        # Depth-checked before decoding: a hostile body falls through to DRF,
+        # whose parser words the 400, instead of recursing here.
+        data = plain_submit(jsonlimits.loads(request.body))
     except ValueError:
         return None
     if data is None:

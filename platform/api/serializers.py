@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import RegexValidator
+from django.http import QueryDict
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from labelling.models import Annotation, AnnotationRevision, Assignment
@@ -13,18 +17,81 @@ from projects.services import EDITABLE_FIELDS
 
 MODEL_CHOICES_TEXT = ", ".join(InferenceModel.values)
 
-
-class ProjectClassSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100)
-    key = serializers.CharField(max_length=1, allow_null=True, allow_blank=True, required=False)
+_JSON_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+                    list: "an array", dict: "an object", type(None): "null"}
 
 
-class ProjectSerializer(serializers.ModelSerializer):
+def _expected_json_type(field: serializers.Field) -> tuple[type, ...] | None:
+    """The JSON types a field accepts in a JSON body; None: any."""
+    if isinstance(field, serializers.BooleanField):
+        return (bool,)
+    if isinstance(field, serializers.IntegerField):
+        return (int,)
+    if isinstance(field, (serializers.FloatField, serializers.DecimalField)):
+        return (int, float)
+    if isinstance(field, (serializers.CharField, serializers.ChoiceField)):
+        return (str,)
+    if isinstance(field, (serializers.ListField, serializers.ListSerializer)):
+        return (list,)
+    if isinstance(field, (serializers.DictField, serializers.Serializer)):
+        return (dict,)
+    return None
+
+
+def _json_type_name(value: object) -> str:
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+class StrictJSONMixin:
+    """A value of the wrong JSON type in a JSON body is a 400 naming the field
+    and the type, not coerced: DRF's fields turn ``0`` into ``False``,
+    ``"5"`` into ``5`` and ``5`` into ``"5"``, so the API accepted bodies its
+    OpenAPI schema calls invalid. Form data (a QueryDict, all strings) keeps
+    DRF's parsing."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict) and not isinstance(data, QueryDict):
+            errors: dict[str, list[str]] = {}
+            for name, field in self.fields.items():  # type: ignore[attr-defined]
+                if field.read_only or field.source == "*" or name not in data or data[name] is None:
+                    continue
+                value, expected = data[name], _expected_json_type(field)
+                if expected is None:
+                    continue
+                if isinstance(value, bool) and bool not in expected:
+                    wrong = True
+                elif isinstance(value, float) and expected == (int,):
+                    wrong = not value.is_integer()  # JSON Schema counts 5.0 as an integer
+                else:
+                    wrong = not isinstance(value, expected)
+                if wrong:
+                    wanted = "a number" if float in expected else _JSON_TYPE_NAMES[expected[0]]
+                    errors[name] = [f"must be {wanted}, got {_json_type_name(value)}."]
+            if errors:
+                raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)  # type: ignore[misc]
+
+
+# Rules the schema can state (the service checks them too, and the ones it
+# cannot: unique names and keys).
+_NOT_ONLY_SPACES = RegexValidator(r"\S", "must contain a character other than spaces.")
+_KEY = RegexValidator(r"^[^sSuU]?$", "a single character other than S and U (reserved for skip and undo).")
+
+
+class ProjectClassSerializer(StrictJSONMixin, serializers.Serializer):
+    name = serializers.CharField(max_length=100, validators=[_NOT_ONLY_SPACES])
+    key = serializers.CharField(
+        max_length=1, allow_null=True, allow_blank=True, required=False, validators=[_KEY]
+    )
+
+
+class ProjectSerializer(StrictJSONMixin, serializers.ModelSerializer):
     """The owner's / admin's view of a project (``access`` = ``manage``)."""
 
     access = serializers.SerializerMethodField()
     owner = serializers.CharField(source="owner.username", read_only=True)
-    classes = ProjectClassSerializer(many=True)
+    name = serializers.CharField(max_length=200, validators=[_NOT_ONLY_SPACES])
+    classes = ProjectClassSerializer(many=True, min_length=2, help_text="At least 2; names and keys unique.")
     model = serializers.ChoiceField(
         choices=InferenceModel.choices,
         required=False,
@@ -35,6 +102,15 @@ class ProjectSerializer(serializers.ModelSerializer):
         max_value=1000,
         required=False,
         error_messages={"min_value": "k must be ≥ 1 (distinct annotators per item)."},
+    )
+    instructions = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=settings.PROJECT_INSTRUCTIONS_MAX_LENGTH,
+        help_text="Markdown shown to annotators.",
+        error_messages={
+            "max_length": "at most {max_length} characters are allowed (PROJECT_INSTRUCTIONS_MAX_LENGTH)."
+        },
     )
     n_items = serializers.IntegerField(read_only=True, default=0)
     n_annotations = serializers.IntegerField(read_only=True, default=0)
@@ -61,6 +137,8 @@ class ProjectSerializer(serializers.ModelSerializer):
         }
         validators: list[Any] = []  # uniqueness per owner is checked by the service with a clear message
 
+    # One value per view, so that exactly one branch of the ProjectView oneOf matches.
+    @extend_schema_field({"type": "string", "enum": ["manage"]})
     def get_access(self, obj: Project) -> str:
         return "manage"
 
@@ -87,6 +165,7 @@ class AnnotatorProjectSerializer(serializers.ModelSerializer):
         fields = ["id", "access", "name", "instructions", "classes", "require_confirmation", "is_active", "my_annotations"]
         read_only_fields = fields
 
+    @extend_schema_field({"type": "string", "enum": ["annotate"]})
     def get_access(self, obj: Project) -> str:
         return "annotate"
 
@@ -97,14 +176,20 @@ class MemberSerializer(serializers.Serializer):
     joined_at = serializers.DateTimeField(source="created_at", read_only=True)
 
 
-class MemberAddSerializer(serializers.Serializer):
+class MemberAddSerializer(StrictJSONMixin, serializers.Serializer):
     username = serializers.CharField(max_length=150, help_text="An existing user to add as annotator.")
+
+
+# Not a URLField: items without a URL (text, JSON, uploaded images) answer "",
+# which is no "uri" (the schema said uri and the API answered "").
+_ITEM_URL_HELP = "Image or audio URL (http or https); empty for items without one."
 
 
 class ItemSerializer(serializers.ModelSerializer):
     """Owner/admin view of an item, gold label included."""
 
     image = serializers.FileField(read_only=True, use_url=True, allow_null=True)
+    url = serializers.CharField(read_only=True, help_text=_ITEM_URL_HELP)
 
     class Meta:
         model = Item
@@ -128,6 +213,7 @@ class TaskItemSerializer(serializers.ModelSerializer):
     """The content an annotator needs to label an item, and nothing else."""
 
     image = serializers.FileField(read_only=True, use_url=True, allow_null=True)
+    url = serializers.CharField(read_only=True, help_text=_ITEM_URL_HELP)
 
     class Meta:
         model = Item
@@ -145,13 +231,13 @@ class TaskSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class AnnotationSubmitSerializer(serializers.Serializer):
+class AnnotationSubmitSerializer(StrictJSONMixin, serializers.Serializer):
     item = serializers.CharField(max_length=255, help_text="The item's external id.")
     label = serializers.CharField(max_length=100, help_text="One of the project's class names.")
     time_spent_ms = serializers.IntegerField(min_value=0, max_value=2_147_483_647, required=False, allow_null=True)
 
 
-class AnnotationUpdateSerializer(serializers.Serializer):
+class AnnotationUpdateSerializer(StrictJSONMixin, serializers.Serializer):
     label = serializers.CharField(max_length=100, help_text="The new label; the old one is kept in the history.")
 
 

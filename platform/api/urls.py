@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from django.urls import include, path
-from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
 app_name = "api"
@@ -39,7 +38,7 @@ project_urls = [
 ]
 
 urlpatterns += [
-    path("auth/token/", obtain_auth_token, name="token"),
+    path("auth/token/", views.TokenView.as_view(), name="token"),
     path("projects/<int:project_pk>/", include(project_urls)),
     path("", include(router.urls)),
 ]

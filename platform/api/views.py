@@ -14,9 +14,12 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema, extend_schema_view
-from rest_framework import generics, status, viewsets
+from rest_framework import generics, serializers, status, viewsets
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import FormParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -32,8 +35,10 @@ from projects.roles import can_manage_project
 
 from . import payloads
 from .authentication import FastTokenAuthentication
-from .filters import AnnotationFilter, ItemFilter
+from .filters import AnnotationFilter, ItemFilter, ProjectFilter
+from .parsers import JSONParser
 from .permissions import IsProjectMember, IsProjectOwnerMemberOrAdmin, IsProjectOwnerOrAdmin, IsRequester
+from .schema import ValidationErrorSerializer
 from .serializers import (
     AnnotationDetailSerializer,
     AnnotationSerializer,
@@ -46,6 +51,7 @@ from .serializers import (
     MemberAddSerializer,
     MemberSerializer,
     ProjectSerializer,
+    StrictJSONMixin,
     TaskSerializer,
 )
 
@@ -71,12 +77,54 @@ def service_errors() -> Iterator[None]:
         raise ValidationError(detail) from None
 
 
-ProjectView = PolymorphicProxySerializer(
-    component_name="ProjectView",
-    serializers=[ProjectSerializer, AnnotatorProjectSerializer],
-    resource_type_field_name="access",
-    many=False,
+class TokenRequestSerializer(StrictJSONMixin, AuthTokenSerializer):
+    """DRF's credentials check, with JSON types enforced and lengths documented."""
+
+    username = serializers.CharField(max_length=150, write_only=True)
+    password = serializers.CharField(
+        max_length=4096, write_only=True, trim_whitespace=False, style={"input_type": "password"}
+    )
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text="Send it as `Authorization: Token <token>`.")
+
+
+@extend_schema(
+    summary="Exchange a username and password for an API token",
+    request={"application/json": TokenRequestSerializer, "application/x-www-form-urlencoded": TokenRequestSerializer},
+    responses={
+        200: TokenSerializer,
+        400: OpenApiResponse(
+            ValidationErrorSerializer, description="Missing fields or wrong credentials (`non_field_errors`)."
+        ),
+    },
+    auth=[],
 )
+class TokenView(ObtainAuthToken):
+    """DRF's token view, reading JSON through the project's depth-limited parser
+    (DRF's own view hard-codes DRF's JSON parser, whose recursion made 100,000
+    nested brackets a 500 for anyone) and plain form posts. The credentials are
+    in the body, so no authentication runs: a stale token header is no error."""
+
+    parser_classes = [JSONParser, FormParser]
+    authentication_classes: list[Any] = []
+    serializer_class = TokenRequestSerializer
+
+
+def _project_view(*, many: bool) -> PolymorphicProxySerializer:
+    return PolymorphicProxySerializer(
+        component_name="ProjectView",
+        serializers=[ProjectSerializer, AnnotatorProjectSerializer],
+        resource_type_field_name="access",
+        many=many,
+    )
+
+
+ProjectView = _project_view(many=False)
+# The list answers a page of projects: with many=False the schema promised one
+# project object, and every list response failed its oneOf.
+ProjectViewList = _project_view(many=True)
 
 
 def _project_payload(serializer: ProjectSerializer) -> dict[str, Any]:
@@ -88,7 +136,7 @@ def _project_payload(serializer: ProjectSerializer) -> dict[str, Any]:
         summary="Projects you may see",
         description="Owners and admins get the full view (`access: manage`); annotators get only the projects "
         "they belong to, without gold labels or aggregates (`access: annotate`).",
-        responses={200: ProjectView, **_errors(401)},
+        responses={200: ProjectViewList, **_errors(401)},
     ),
     retrieve=extend_schema(summary="One project", responses={200: ProjectView, **_errors(401, 404)}),
     create=extend_schema(summary="Create a project (requesters)", responses={201: ProjectSerializer, **_errors(400, 401, 403)}),
@@ -99,7 +147,7 @@ def _project_payload(serializer: ProjectSerializer) -> dict[str, Any]:
 class ProjectViewSet(viewsets.ModelViewSet):
     serializer_class = ProjectSerializer
     lookup_value_regex = r"\d+"
-    filterset_fields = ["is_active", "model"]
+    filterset_class = ProjectFilter
 
     def get_permissions(self) -> list[Any]:
         if self.action == "create":

@@ -9,22 +9,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
-from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import BaseParser, FormParser, JSONParser, MultiPartParser
+from rest_framework.exceptions import ParseError, ValidationError
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from api.exceptions import translate
+from api.parsers import CSVParser, JSONLinesParser, JSONLinesTextParser, JSONParser, JSONTooDeepError, NDJSONParser
 from api.permissions import IsProjectOwnerOrAdmin
 from projects.importing import (
     IMPORT_FORMATS,
     ImportValidationError,
+    RowError,
     crowd_import,
     item_create_with_file,
     items_import,
@@ -32,45 +36,44 @@ from projects.importing import (
 from projects.models import ItemKind, Project
 from results.export import EXPORT_CONTENT_TYPES, EXPORT_FORMATS, export_response
 
-# --------------------------------------------------------------------------- parsers
-
-
-class _RawParser(BaseParser):
-    """Hands the raw request body (bytes) to the view; the service parses it."""
-
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> bytes:
-        return stream.read() if stream is not None else b""
-
-
-class CSVParser(_RawParser):
-    media_type = "text/csv"
-
-
-class JSONLinesParser(_RawParser):
-    media_type = "application/jsonl"
-
-
-class NDJSONParser(_RawParser):
-    media_type = "application/x-ndjson"
-
-
-class JSONLinesTextParser(_RawParser):
-    media_type = "application/jsonlines"
-
-
 # --------------------------------------------------------------------------- serializers (schema + input)
+
+
+@extend_schema_field({"oneOf": [{"type": "string", "minLength": 1, "maxLength": 255}, {"type": "integer"}]})
+class _ExternalIdField(serializers.Field):
+    """Documentation only: the import service reads and checks the rows."""
 
 
 class ItemImportRowSerializer(serializers.Serializer):
     """One item of a bulk import (documentation; the service validates)."""
 
-    external_id = serializers.CharField(max_length=255, help_text="Unique per project; also accepted as id or item.")
-    text = serializers.CharField(required=False)
-    image_url = serializers.URLField(required=False)
-    audio_url = serializers.URLField(required=False)
-    url = serializers.URLField(required=False, help_text="Image or audio URL (audio if it ends in .mp3, .wav, ...).")
-    data = serializers.JSONField(required=False, help_text="A JSON object.")
-    features = serializers.ListField(child=serializers.FloatField(), required=False)
+    # Any one of external_id, id or item names the row (unique per project);
+    # an integer is taken as its decimal string.
+    external_id = _ExternalIdField(required=False, help_text="Unique per project; or give it as `id` or `item`.")
+    id = _ExternalIdField(required=False, help_text="Another name for external_id.")
+    item = _ExternalIdField(required=False, help_text="Another name for external_id.")
+    text = serializers.CharField(
+        required=False,
+        max_length=settings.ITEM_TEXT_MAX_LENGTH,
+        help_text="At most ITEM_TEXT_MAX_LENGTH characters (default 1,000,000).",
+    )
+    image_url = serializers.URLField(required=False, max_length=2000)
+    audio_url = serializers.URLField(required=False, max_length=2000)
+    url = serializers.URLField(
+        required=False, max_length=2000, help_text="Image or audio URL (audio if it ends in .mp3, .wav, ...)."
+    )
+    data = serializers.DictField(
+        required=False,
+        help_text="A JSON object of at most ITEM_DATA_MAX_BYTES bytes as UTF-8 JSON (default 1,000,000), "
+        "nested at most JSON_MAX_DEPTH levels (default 64, counting the whole request body).",
+    )
+    features = serializers.ListField(
+        child=serializers.FloatField(),
+        required=False,
+        min_length=1,
+        max_length=settings.ITEM_FEATURES_MAX_LENGTH,
+        help_text="At most ITEM_FEATURES_MAX_LENGTH numbers (default 10,000).",
+    )
     gold = serializers.CharField(required=False, allow_null=True, help_text="One of the project's class names.")
     kind = serializers.ChoiceField(choices=ItemKind.choices, required=False, help_text="Inferred when absent.")
 
@@ -90,7 +93,14 @@ class CrowdFileSerializer(serializers.Serializer):
 class ItemUploadSerializer(serializers.Serializer):
     external_id = serializers.CharField(max_length=255)
     image = serializers.FileField()
-    text = serializers.CharField(required=False, allow_blank=True, default="")
+    # The service checks the limit too (with the same message as the bulk import).
+    text = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=settings.ITEM_TEXT_MAX_LENGTH,
+        error_messages={"max_length": "at most {max_length} characters are allowed (ITEM_TEXT_MAX_LENGTH)."},
+    )
     gold = serializers.CharField(required=False, allow_blank=True, allow_null=True, default=None)
 
 
@@ -156,6 +166,51 @@ def _rejected(error: ImportValidationError) -> Response:
     return Response(error.as_dict(), status=status.HTTP_400_BAD_REQUEST)
 
 
+def _messages(detail: Any) -> list[str]:
+    """The messages of a DRF error detail (a string or a list of them), flattened without recursion."""
+    pending, messages = [detail], []
+    while pending:
+        current = pending.pop()
+        if isinstance(current, (list, tuple)):
+            pending.extend(reversed(current))
+        elif isinstance(current, dict):
+            pending.extend(reversed(list(current.values())))
+        else:
+            messages.append(str(current))
+    return messages
+
+
+def _import_error_from(exc: ValidationError | ParseError) -> ImportValidationError:
+    """A form or body error of an import in the import's documented 400 body
+    (``detail``, ``error_count``, ``errors`` naming the field, ``errors_truncated``)."""
+    if isinstance(exc, JSONTooDeepError):
+        # A JSON array body: the element holding the deep value is the row.
+        index = exc.too_deep.index
+        return ImportValidationError([RowError(None if index is None else index + 1, None, str(exc.too_deep))])
+    if isinstance(exc, ParseError):
+        return ImportValidationError([RowError(None, None, str(exc.detail))])
+    errors: list[RowError] = []
+    if isinstance(exc.detail, dict):
+        for name, detail in exc.detail.items():
+            field_name = None if name == "non_field_errors" else str(name)
+            errors.extend(RowError(None, field_name, message) for message in _messages(detail))
+    else:
+        errors.extend(RowError(None, None, message) for message in _messages(exc.detail))
+    return ImportValidationError(errors or [RowError(None, None, "the upload is invalid.")])
+
+
+class _ImportView(_ProjectDataView):
+    """Every 400 of an import has the same body, whatever rejected it: the
+    parser (malformed or too deeply nested JSON), the form (no file) or the
+    service (bad rows)."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        exc = translate(exc)
+        if isinstance(exc, (ValidationError, ParseError)):
+            return _rejected(_import_error_from(exc))
+        return super().handle_exception(exc)
+
+
 def _raw_body(request: Request) -> bytes:
     # An empty body never reaches the parser: DRF then hands an empty dict.
     data = request.data
@@ -184,7 +239,7 @@ _IMPORT_ERRORS = {
 }
 
 
-class ItemImportView(_ProjectDataView):
+class ItemImportView(_ImportView):
     parser_classes = [JSONParser, CSVParser, JSONLinesParser, NDJSONParser, JSONLinesTextParser, MultiPartParser, FormParser]
 
     @extend_schema(
@@ -241,7 +296,7 @@ class ItemImportView(_ProjectDataView):
         return Response(result.as_dict(), status=status.HTTP_201_CREATED)
 
 
-class ItemUploadView(_ProjectDataView):
+class ItemUploadView(_ImportView):
     parser_classes = [MultiPartParser, FormParser]
 
     @extend_schema(
@@ -270,7 +325,7 @@ class ItemUploadView(_ProjectDataView):
         )
 
 
-class CrowdImportView(_ProjectDataView):
+class CrowdImportView(_ImportView):
     parser_classes = [CSVParser, MultiPartParser, FormParser]
 
     @extend_schema(

@@ -19,10 +19,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from api.permissions import IsProjectOwnerOrAdmin
+from api.serializers import StrictJSONMixin
 from live.triggers import request_run
 from results.models import (
     AggregatedLabel,
     AnnotatorConfusion,
+    FitMode,
     GeneratedAnnotation,
     InferenceRun,
     LabelSource,
@@ -47,6 +49,11 @@ class InferenceRunSerializer(serializers.ModelSerializer):
 
     progress = serializers.SerializerMethodField()
     has_checkpoint = serializers.SerializerMethodField()
+    # Blank until the run trains (the model field is blank=True; a read-only
+    # ModelSerializer field dropped allow_blank, so the schema refused "").
+    fit_mode = serializers.ChoiceField(
+        choices=FitMode.choices, allow_blank=True, read_only=True, help_text="Empty until the run has trained."
+    )
 
     class Meta:
         model = InferenceRun
@@ -71,7 +78,7 @@ class InferenceRunSerializer(serializers.ModelSerializer):
         return bool(getattr(run, "has_checkpoint_", False))
 
 
-class RunNowSerializer(serializers.Serializer):
+class RunNowSerializer(StrictJSONMixin, serializers.Serializer):
     cold = serializers.BooleanField(
         required=False,
         default=False,
@@ -102,6 +109,11 @@ class RunNowSerializer(serializers.Serializer):
             if isinstance(item, str) and ("\x00" in item or len(item) > 200):
                 raise serializers.ValidationError(f"{name}: strings must be under 200 characters without NUL.")
         return value
+
+
+class RunConflictSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    run = InferenceRunSerializer(allow_null=True, help_text="The active run (null if it finished meanwhile).")
 
 
 class AggregatedLabelSerializer(serializers.ModelSerializer):
@@ -204,7 +216,7 @@ class RunListCreateView(_ProjectScoped, generics.ListAPIView):
         request=RunNowSerializer,
         responses={
             202: OpenApiResponse(InferenceRunSerializer, description="Run created and queued."),
-            409: OpenApiResponse(InferenceRunSerializer, description="A run is already pending or running."),
+            409: OpenApiResponse(RunConflictSerializer, description="A run is already pending or running."),
         },
     )
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -216,7 +228,7 @@ class RunListCreateView(_ProjectScoped, generics.ListAPIView):
         )
         if run is None:
             current = active_run(project_id=self.project.pk)
-            body = InferenceRunSerializer(current).data if current is not None else {}
+            body = InferenceRunSerializer(current).data if current is not None else None
             return Response(
                 {"detail": "A run is already pending or running for this project.", "run": body},
                 status=status.HTTP_409_CONFLICT,

@@ -124,13 +124,36 @@ MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 200 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 10_000
 
+# Input limits: what users send is bounded, and anything beyond a limit is a
+# 400 that names the field and the limit (never a 500, never a silent store).
+# The deepest nesting of arrays/objects in any JSON document a user sends
+# (request bodies, JSON/JSONL uploads, JSON cells of CSV uploads). Python's json
+# module recurses per level, so this is checked before decoding
+# (crowdlab.jsonlimits); at most 500 keeps every later walk far from Python's
+# recursion limit.
+JSON_MAX_DEPTH = env_int("JSON_MAX_DEPTH", 64, minimum=2, maximum=500)
+# An item's ``text`` (characters) and its ``data`` (bytes of UTF-8 JSON).
+ITEM_TEXT_MAX_LENGTH = env_int("ITEM_TEXT_MAX_LENGTH", 1_000_000, minimum=1)
+ITEM_DATA_MAX_BYTES = env_int("ITEM_DATA_MAX_BYTES", 1_000_000, minimum=2)
+# Values in an item's ``features`` vector.
+ITEM_FEATURES_MAX_LENGTH = env_int("ITEM_FEATURES_MAX_LENGTH", 10_000, minimum=1)
+# A project's markdown ``instructions`` (characters), rendered on every labelling page.
+PROJECT_INSTRUCTIONS_MAX_LENGTH = env_int("PROJECT_INSTRUCTIONS_MAX_LENGTH", 100_000, minimum=1)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # JSON bodies only (imports add their raw CSV/JSONL and multipart parsers),
+    # through a parser that refuses JSON nested deeper than JSON_MAX_DEPTH
+    # before decoding it: DRF's own recursed into a RecursionError (a 500).
+    "DEFAULT_PARSER_CLASSES": ["api.parsers.JSONParser"],
+    # Django's own body errors (too large, too many fields) in JSON, not an HTML page.
+    "EXCEPTION_HANDLER": "api.exceptions.exception_handler",
+    # drf-spectacular plus the error answers every operation can give (api/schema.py).
+    "DEFAULT_SCHEMA_CLASS": "api.schema.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "api.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 100,

@@ -21,5 +21,6 @@ urlpatterns = [
     path("", include("front.urls")),
 ]
 
-# JSON or the styled page; a lost database connection raised outside a view is a 503.
+# JSON under /api/ or the page; a lost database connection raised outside a view is a 503.
+handler404 = "crowdlab.views.not_found"
 handler500 = "crowdlab.views.server_error"

@@ -1,4 +1,4 @@
-"""Site-wide views that belong to no app: the 500 handler."""
+"""Site-wide views that belong to no app: the 404 and 500 handlers."""
 from __future__ import annotations
 
 import logging
@@ -6,6 +6,7 @@ import sys
 
 from django.http import HttpRequest, HttpResponse, HttpResponseServerError, JsonResponse
 from django.template import loader
+from django.views.defaults import page_not_found
 
 from .middleware import DATABASE_ERRORS, unavailable_response, wants_json
 
@@ -15,6 +16,14 @@ SERVER_ERROR_DETAIL = (
     "Internal server error. It has been logged; try again in a moment, and tell the site's administrators "
     "if it keeps happening."
 )
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """``handler404`` for a URL nothing matches: JSON under /api/ (clients and the
+    OpenAPI schema expect ``{"detail": ...}``, e.g. for a non-numeric id), the page elsewhere."""
+    if request.path_info.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return page_not_found(request, exception)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from projects.importing import IMPORT_FORMATS
@@ -58,7 +59,10 @@ def parse_classes(text: str) -> list[dict[str, Any]]:
 class ProjectForm(forms.Form):
     name = forms.CharField(max_length=200)
     instructions = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 6}), required=False, help_text="Markdown, shown to annotators."
+        widget=forms.Textarea(attrs={"rows": 6}),
+        required=False,
+        max_length=settings.PROJECT_INSTRUCTIONS_MAX_LENGTH,
+        help_text="Markdown, shown to annotators.",
     )
     classes = forms.CharField(widget=forms.Textarea(attrs={"rows": 5}), help_text=CLASSES_HELP)
     k = forms.IntegerField(min_value=1, max_value=100, initial=3, label="Labels wanted per item (k)")

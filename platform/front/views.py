@@ -17,13 +17,14 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from crowdlab import jsonlimits
 from labelling.models import Assignment
 from labelling.selectors import annotator_progress, assignment_get_own
 from labelling.services import (
@@ -132,8 +133,14 @@ def _json_error(message: str, status: int, **extra: Any) -> JsonResponse:
 
 def _read_json(request: HttpRequest) -> dict[str, Any]:
     try:
-        body = json.loads(request.body or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        # Depth-checked before decoding (crowdlab.jsonlimits): json.loads alone
+        # recursed into a RecursionError on deeply nested bodies.
+        body = jsonlimits.loads(request.body or b"{}")
+    except RequestDataTooBig:
+        raise ValidationError({"body": "larger than the limit (DATA_UPLOAD_MAX_MEMORY_SIZE)."}) from None
+    except jsonlimits.JSONTooDeep as exc:
+        raise ValidationError({"body": str(exc)}) from None
+    except ValueError as exc:  # malformed JSON, not UTF-8, NaN/Infinity
         raise ValidationError({"body": f"not valid JSON ({exc})."}) from None
     if not isinstance(body, dict):
         raise ValidationError({"body": "expected a JSON object."})

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin
+from django.db import models
+
+from crowdlab.jsonlimits import admin_formfield_overrides
 
 from live.admin_actions import run_inference_cold, run_inference_now
 from results.admin import GeneratedAnnotationInline
@@ -21,6 +25,11 @@ class ProjectAdmin(admin.ModelAdmin):
     search_fields = ("name", "owner__username")
     inlines = [MembershipInline]
     actions = [run_inference_now, run_inference_cold]  # added by "live" (issue 4)
+    # The same limits as the API and the web UI (deep JSON, long instructions).
+    formfield_overrides = {
+        **admin_formfield_overrides(),
+        models.TextField: {"max_length": settings.PROJECT_INSTRUCTIONS_MAX_LENGTH},
+    }
 
 
 @admin.register(Membership)
@@ -36,3 +45,7 @@ class ItemAdmin(admin.ModelAdmin):
     search_fields = ("external_id",)
     raw_id_fields = ("project",)
     inlines = [GeneratedAnnotationInline]  # CrowdInG output, read-only (added by "genplat", issue 5)
+    formfield_overrides = {
+        **admin_formfield_overrides(),
+        models.TextField: {"max_length": settings.ITEM_TEXT_MAX_LENGTH},
+    }

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any, Literal
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.core.exceptions import ValidationError
@@ -30,6 +31,8 @@ from django.core.validators import URLValidator
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
+
+from crowdlab import jsonlimits
 
 from labelling.models import Annotation, AnnotationSource
 
@@ -55,6 +58,10 @@ _KNOWN_JSON_KEYS = frozenset(
 _FEATURE_COLUMN = re.compile(r"^f(\d+)$")
 _AUDIO_SUFFIXES = (".mp3", ".wav", ".ogg", ".oga", ".flac", ".m4a", ".aac", ".opus", ".webm")
 _USERNAME_CHARS = re.compile(r"^[\w.@+-]+\Z")
+# The csv module refuses fields over 128 KiB ("field larger than field limit"),
+# far below ITEM_TEXT_MAX_LENGTH: a long text in CSV must meet the same
+# field-named limit as in JSON. The request body limit bounds the memory.
+csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 _url_validator = URLValidator(schemes=["http", "https"])
 
 
@@ -142,25 +149,97 @@ class CrowdImportResult:
 # --------------------------------------------------------------------------- reading uploads
 
 
+# Undecodable bytes are decoded as lone surrogates (U+DC80..U+DCFF, Python's
+# "surrogateescape") instead of failing the whole read: each row is then checked
+# and a bad byte is reported with its row and column, like any other row error.
+_ENCODING_ERRORS = "surrogateescape"
+_UTF16_32_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
+
+
+def _refuse_other_unicode(head: bytes) -> None:
+    """UTF-16/32 text (e.g. Excel's "Unicode text") decodes to garbage in every row: say so once."""
+    for bom, name in _UTF16_32_BOMS:
+        if head.startswith(bom):
+            raise ImportValidationError(
+                [RowError(None, None, f"the upload is {name} text (it starts with a {name} byte-order mark); "
+                                      "save it as UTF-8 and upload it again.")]
+            )
+
+
 def _text_stream(stream: IO[bytes] | IO[str] | bytes | str) -> IO[str]:
-    """A text stream over bytes, str or a binary/text file (UTF-8, BOM tolerated)."""
+    """A text stream over bytes, str or a binary/text file (UTF-8, BOM tolerated).
+
+    Bytes that are not UTF-8 come through as lone surrogates; ``_unstorable``
+    finds them in the row that holds them."""
     if isinstance(stream, bytes):
-        return io.StringIO(stream.decode("utf-8-sig"))
+        _refuse_other_unicode(stream[:4])
+        return io.StringIO(stream.decode("utf-8-sig", _ENCODING_ERRORS), newline="")
     if isinstance(stream, str):
-        return io.StringIO(stream)
-    if isinstance(stream, UploadedFile):
-        stream.seek(0)
-        return io.TextIOWrapper(stream.file, encoding="utf-8-sig", newline="")
+        return io.StringIO(stream, newline="")
     if isinstance(stream, io.TextIOBase):
         return stream  # type: ignore[return-value]
-    return io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")  # type: ignore[arg-type]
+    raw: Any = stream.file if isinstance(stream, UploadedFile) else stream
+    if isinstance(stream, UploadedFile) or raw.seekable():
+        raw.seek(0)
+        _refuse_other_unicode(raw.read(4))
+        raw.seek(0)
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors=_ENCODING_ERRORS, newline="")
 
 
 def _read_all(stream: IO[bytes] | IO[str] | bytes | str) -> str:
-    try:
-        return _text_stream(stream).read()
-    except UnicodeDecodeError as exc:
-        raise ImportValidationError([RowError(None, None, f"the upload is not UTF-8 text: {exc}.")]) from None
+    return _text_stream(stream).read()
+
+
+def _unstorable(value: Any) -> str | None:
+    """What in ``value`` (a string, or lists/dicts of them) PostgreSQL cannot store, in words; else None.
+
+    A NUL character, or a lone surrogate: either a byte of the upload that is
+    not UTF-8 (see ``_text_stream``) or a ``\\udXXX`` JSON escape. Iterative:
+    user data is never walked by recursion."""
+    if type(value) is str:
+        if value.isascii() and "\x00" not in value:
+            return None  # the common case, without the walk's setup
+    elif not isinstance(value, (dict, list)):
+        return None  # numbers, booleans, null
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, str):
+            # Undecodable bytes first: they say more about a broken upload than a NUL does.
+            if not current.isascii():
+                try:
+                    current.encode("utf-8")
+                except UnicodeEncodeError as error:
+                    code = ord(current[error.start])
+                    if 0xDC80 <= code <= 0xDCFF:
+                        return (f"byte 0x{code - 0xDC00:02X}, which is not UTF-8 text; "
+                                "save the upload as UTF-8 (not Latin-1, Windows-1252 or UTF-16)")
+                    return f"a lone surrogate (\\u{code:04x}), which cannot be stored"
+            if "\x00" in current:
+                return "a NUL character (\\u0000), which cannot be stored"
+        elif isinstance(current, dict):
+            stack.extend(current.keys())
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)
+    return None
+
+
+def _header_error(position: int, problem: str) -> ImportValidationError:
+    # NULs between the letters of a header are the mark of UTF-16 without a byte-order mark.
+    hint = "; is the file UTF-16? save it as UTF-8" if problem.startswith("a NUL") else ""
+    return ImportValidationError([RowError(None, None, f"the CSV header (column {position}) contains {problem}{hint}.")])
+
+
+def _too_deep_row_error(error: jsonlimits.JSONTooDeep, *, array: bool) -> RowError:
+    """A depth error of a JSON array upload, on the row (array element) that holds it."""
+    row = error.index + 1 if array and error.index is not None else None
+    return RowError(row, None, str(error))
 
 
 def parse_upload(stream: IO[bytes] | IO[str] | bytes | str, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -175,7 +254,9 @@ def parse_upload(stream: IO[bytes] | IO[str] | bytes | str, fmt: str) -> Iterato
     text = _read_all(stream)
     if fmt == "json":
         try:
-            rows = json.loads(text, parse_constant=_reject_constant)
+            rows = jsonlimits.loads(text)
+        except jsonlimits.JSONTooDeep as exc:
+            raise ImportValidationError([_too_deep_row_error(exc, array=text.lstrip().startswith("["))]) from None
         except json.JSONDecodeError as exc:
             raise ImportValidationError(
                 [RowError(None, None, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}.")]
@@ -187,29 +268,33 @@ def parse_upload(stream: IO[bytes] | IO[str] | bytes | str, fmt: str) -> Iterato
         yield from enumerate(rows, start=1)
         return
     number = 0
-    for line in text.splitlines():
+    # JSONL lines end at "\n" (or "\r\n") only: str.splitlines also splits at
+    # U+2028, U+2029 and U+0085, which JSON strings may hold unescaped.
+    for line in text.split("\n"):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         number += 1
+        problem = _unstorable(line)
+        if problem is not None and "\x00" not in line:
+            # Undecodable bytes, before any JSON: a NUL is left to the JSON decoder's wording.
+            yield number, _Unparseable(f"contains {problem}.")
+            continue
         try:
-            yield number, json.loads(line, parse_constant=_reject_constant)
+            yield number, jsonlimits.loads(line)
         except json.JSONDecodeError as exc:
             yield number, _Unparseable(f"invalid JSON (column {exc.colno}): {exc.msg}.")
-        except ValueError as exc:
+        except ValueError as exc:  # too deep, NaN/Infinity
             yield number, _Unparseable(f"invalid JSON: {exc}")
-
-
-def _reject_constant(name: str) -> Any:
-    # Python's json accepts NaN and Infinity; JSON (and PostgreSQL's jsonb) do not.
-    raise ValueError(f"{name} is not a JSON value; use null or a number.")
 
 
 class _Unparseable(dict):
     """A JSONL line that did not parse; validation reports it as a row error."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, field_name: str | None = None) -> None:
         super().__init__()
         self.message = message
+        self.field_name = field_name
 
 
 def _parse_csv(stream: IO[bytes] | IO[str] | bytes | str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -219,6 +304,10 @@ def _parse_csv(stream: IO[bytes] | IO[str] | bytes | str) -> Iterator[tuple[int,
         if header is None:
             raise ImportValidationError([RowError(None, None, "the CSV upload is empty; the first line is the header.")])
         header = [name.strip() for name in header]
+        for position, name in enumerate(header, start=1):
+            problem = _unstorable(name)
+            if problem is not None:
+                raise _header_error(position, problem)
         duplicated = sorted({name for name in header if header.count(name) > 1})
         if duplicated:
             raise ImportValidationError(
@@ -232,8 +321,6 @@ def _parse_csv(stream: IO[bytes] | IO[str] | bytes | str) -> Iterator[tuple[int,
                 yield number, _Unparseable(f"has {len(values)} columns; the header has {width}.")
                 continue
             yield number, _CsvRow(zip(header, values))
-    except UnicodeDecodeError as exc:
-        raise ImportValidationError([RowError(None, None, f"the upload is not UTF-8 text: {exc}.")]) from None
     except csv.Error as exc:
         raise ImportValidationError([RowError(None, None, f"unreadable CSV: {exc}.")]) from None
 
@@ -245,12 +332,35 @@ class _CsvRow(dict):
 # --------------------------------------------------------------------------- item validation
 
 
+@dataclass(frozen=True)
+class _Limits:
+    """The input limits (settings), read once per import rather than once per row."""
+
+    text: int
+    data_bytes: int
+    features: int
+    depth: int
+
+    @classmethod
+    def current(cls) -> _Limits:
+        return cls(
+            text=settings.ITEM_TEXT_MAX_LENGTH,
+            data_bytes=settings.ITEM_DATA_MAX_BYTES,
+            features=settings.ITEM_FEATURES_MAX_LENGTH,
+            depth=settings.JSON_MAX_DEPTH,
+        )
+
+
 @dataclass
 class _ItemContext:
     project: Project
     class_names: frozenset[str]
     allowed_labels: str
     feature_length: int | None
+    limits: _Limits = field(default_factory=_Limits.current)
+    # Rows decoded here (parse_upload) passed the depth check already; rows
+    # handed over as Python objects get their ``data`` walked once.
+    depth_checked: bool = False
 
 
 def _first(row: Mapping[str, Any], keys: Iterable[str]) -> tuple[str | None, Any]:
@@ -261,14 +371,25 @@ def _first(row: Mapping[str, Any], keys: Iterable[str]) -> tuple[str | None, Any
     return None, None
 
 
-def _parse_features(value: Any, *, from_csv: bool) -> list[float]:
+def _features_too_long(count: int, limit: int) -> str | None:
+    if count <= limit:
+        return None
+    return f"has {count:,} values; at most {limit:,} are allowed (ITEM_FEATURES_MAX_LENGTH)."
+
+
+def _parse_features(value: Any, *, from_csv: bool, limit: int) -> list[float]:
     if from_csv and isinstance(value, str):
         try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
+            value = jsonlimits.loads(value)
+        except jsonlimits.JSONTooDeep as exc:
+            raise ValueError(str(exc)) from None
+        except ValueError:
             raise ValueError("must be a JSON list of numbers, e.g. [0.1, 2, -3.5].") from None
     if not isinstance(value, list) or not value:
         raise ValueError("must be a non-empty list of numbers.")
+    too_long = _features_too_long(len(value), limit)
+    if too_long is not None:
+        raise ValueError(too_long)
     numbers: list[float] = []
     for position, number in enumerate(value):
         if isinstance(number, bool) or not isinstance(number, (int, float)):
@@ -302,11 +423,16 @@ def _validate_item_row(
         return None
     from_csv = isinstance(raw, _CsvRow)
     before = errors.total
-    # Features are checked to be numbers below; walking them here would cost a call per value.
-    if any(_contains_nul(key) or _contains_nul(value) for key, value in raw.items() if key != "features"):
-        # PostgreSQL text and jsonb cannot store NUL characters.
-        errors.add(number, None, "contains a NUL character (\\u0000) or a lone surrogate, which cannot be stored.")
-        return None
+    # PostgreSQL text and jsonb cannot store NUL characters or lone surrogates
+    # (which is also how bytes that are not UTF-8 arrive). Features are checked
+    # to be numbers below; walking them here would cost a call per value.
+    limits = context.limits
+    for key, value in raw.items():
+        bad_key = None if from_csv else _unstorable(key)  # CSV keys: the header, checked once
+        problem = bad_key or (_unstorable(value) if key != "features" else None)
+        if problem is not None:
+            errors.add(number, None if bad_key else key, f"contains {problem}.")
+            return None
 
     if not from_csv:
         unknown = sorted(set(raw) - _KNOWN_JSON_KEYS)
@@ -334,6 +460,12 @@ def _validate_item_row(
     if not isinstance(text, str):
         errors.add(number, "text", "must be a string.")
         text = ""
+    elif len(text) > limits.text:
+        errors.add(
+            number,
+            "text",
+            f"is {len(text):,} characters long; at most {limits.text:,} are allowed (ITEM_TEXT_MAX_LENGTH).",
+        )
 
     url = ""
     url_kind: str | None = None
@@ -372,8 +504,11 @@ def _validate_item_row(
         raw_data = raw.get("data") or ""
         if raw_data:
             try:
-                data = json.loads(raw_data)
-            except json.JSONDecodeError:
+                data = jsonlimits.loads(raw_data)
+            except jsonlimits.JSONTooDeep as exc:
+                errors.add(number, "data", str(exc))
+                data = {}
+            except ValueError:
                 errors.add(number, "data", "must be a JSON object, e.g. {\"source\": \"web\"}.")
                 data = {}
             if not isinstance(data, dict):
@@ -388,8 +523,18 @@ def _validate_item_row(
             errors.add(number, "data", "must be a JSON object.")
             data = None
 
+    data_json = (
+        _data_json(number, data, errors, limits, walk=not (from_csv or context.depth_checked))
+        if data is not None
+        else None
+    )
+
     features: list[float] | None = None
-    if from_csv and feature_columns:
+    if from_csv and feature_columns and _features_too_long(len(feature_columns), limits.features):
+        errors.add(
+            number, "features", f"{feature_columns[0]}.. columns: {_features_too_long(len(feature_columns), limits.features)}"
+        )
+    elif from_csv and feature_columns:
         if raw.get("features"):
             errors.add(number, "features", f"give features either as {feature_columns[0]}.. columns or as 'features', not both.")
         else:
@@ -404,7 +549,7 @@ def _validate_item_row(
                     features = None
     elif raw.get("features") not in (None, ""):
         try:
-            features = _parse_features(raw["features"], from_csv=from_csv)
+            features = _parse_features(raw["features"], from_csv=from_csv, limit=limits.features)
         except ValueError as exc:
             errors.add(number, "features", str(exc))
     if features is not None:
@@ -452,28 +597,35 @@ def _validate_item_row(
         "text": text,
         "url": url,
         "data": data,
+        "data_json": data_json,
         "features": features,
         "gold_label": gold,
     }
 
 
-def _contains_nul(value: Any) -> bool:
-    """True if a string in ``value`` cannot be stored: a NUL, or a lone UTF-16 surrogate from JSON."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            return True
-        if value.isascii():
-            return False
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return True
-        return False
-    if isinstance(value, dict):
-        return any(_contains_nul(key) or _contains_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_contains_nul(item) for item in value)
-    return False
+def _data_json(number: int, data: Any, errors: _ErrorCollector, limits: _Limits, *, walk: bool = True) -> str | None:
+    """``data`` as the JSON text that is stored (serialised once, here), or None after an error.
+
+    ``walk``: check the nesting first (json.dumps recurses), for data that did
+    not come through a depth-checked decoder."""
+    if walk and jsonlimits.nesting_exceeds(data, limits.depth):
+        errors.add(number, "data", f"nests more than {limits.depth} levels of arrays and objects (JSON_MAX_DEPTH).")
+        return None
+    try:
+        text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        errors.add(number, "data", "numbers must be finite: NaN, Infinity and overflowing values such as 1e400 are not JSON.")
+        return None
+    except TypeError as exc:  # Python callers only: JSON bodies hold nothing else
+        errors.add(number, "data", f"must hold only JSON values: {exc}.")
+        return None
+    size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+    if size > limits.data_bytes:
+        errors.add(
+            number, "data", f"is {size:,} bytes as JSON; at most {limits.data_bytes:,} are allowed (ITEM_DATA_MAX_BYTES)."
+        )
+        return None
+    return text
 
 
 def _is_float(value: str) -> bool:
@@ -541,6 +693,7 @@ def items_import(
         class_names=frozenset(class_names),
         allowed_labels=", ".join(class_names),
         feature_length=_feature_length(project),
+        depth_checked=rows is None,
     )
     errors = _ErrorCollector()
     items: list[dict[str, Any]] = []
@@ -633,14 +786,22 @@ def _insert_items(*, project: Project, items: list[dict[str, Any]], conflict_fie
                     (
                         (
                             project.pk, item["external_id"], item["kind"], item.get("text", ""), "",
-                            item.get("url", ""), _json_or_none(item.get("data")), _features_json(item.get("features")),
+                            item.get("url", ""),
+                            item["data_json"] if "data_json" in item else _json_or_none(item.get("data")),
+                            _features_json(item.get("features")),
                             item.get("gold_label"), item.get("n_annotations", 0), now,
                         )
                         for item in items
                     ),
                 )
             else:
-                Item.objects.bulk_create((Item(project=project, **item) for item in items), batch_size=BATCH_SIZE)
+                Item.objects.bulk_create(
+                    (
+                        Item(project=project, **{name: value for name, value in item.items() if name != "data_json"})
+                        for item in items
+                    ),
+                    batch_size=BATCH_SIZE,
+                )
     except IntegrityError:
         raise ImportValidationError(
             [RowError(None, conflict_field, "another upload created some of these items at the same time; retry.")]
@@ -688,14 +849,32 @@ def item_create_with_file(
     gold: str | None = None,
     data: dict[str, Any] | None = None,
 ) -> Item:
-    """Create one image item from an uploaded file (the bulk import takes URLs)."""
-    external_id = (external_id or "").strip()
-    if not external_id or len(external_id) > 255 or _contains_nul(external_id) or _contains_nul(text):
-        raise ImportValidationError([RowError(1, "external_id", "is required, 1–255 characters, with no NUL characters (text too).")])
-    if gold not in (None, "") and gold not in project.class_names:
-        raise ImportValidationError(
-            [RowError(1, "gold", f"{gold!r} is not a class of this project; allowed: {', '.join(project.class_names)}.")]
+    """Create one image item from an uploaded file (the bulk import takes URLs).
+
+    The same limits as the bulk import: every problem is a row-1 error naming the field."""
+    errors = _ErrorCollector()
+    limits = _Limits.current()
+    external_id = (external_id or "").strip() if isinstance(external_id, str) else ""
+    problem = _unstorable(external_id)
+    if not external_id or len(external_id) > 255 or problem:
+        errors.add(1, "external_id", f"contains {problem}." if problem else "is required, 1–255 characters.")
+    text = text or ""
+    problem = _unstorable(text)
+    if problem:
+        errors.add(1, "text", f"contains {problem}.")
+    elif len(text) > limits.text:
+        errors.add(
+            1, "text", f"is {len(text):,} characters long; at most {limits.text:,} are allowed (ITEM_TEXT_MAX_LENGTH)."
         )
+    if data is not None:
+        problem = _unstorable(data)
+        if problem:
+            errors.add(1, "data", f"contains {problem}.")
+        else:
+            _data_json(1, data, errors, limits)
+    if gold not in (None, "") and gold not in project.class_names:
+        errors.add(1, "gold", f"{gold!r} is not a class of this project; allowed: {', '.join(project.class_names)}.")
+    errors.raise_if_any()
     content_type = getattr(image, "content_type", "") or ""
     if not content_type.startswith("image/"):
         raise ImportValidationError([RowError(1, "image", f"must be an image file, got {content_type or 'unknown type'!r}.")])
@@ -753,8 +932,12 @@ def crowd_import(*, project: Project, stream: IO[bytes] | IO[str] | bytes | str)
     reader = csv.reader(_text_stream(stream))
     try:
         header = next(reader, None)
-    except (UnicodeDecodeError, csv.Error) as exc:
+    except csv.Error as exc:
         raise ImportValidationError([RowError(None, None, f"unreadable CSV: {exc}.")]) from None
+    for position, name in enumerate(header or (), start=1):
+        problem = _unstorable(name)
+        if problem is not None:
+            raise _header_error(position, problem)
     normalised = tuple(name.strip().lower() for name in header or ())
     if normalised not in _CROWD_HEADERS:
         raise ImportValidationError(
@@ -781,8 +964,17 @@ def crowd_import(*, project: Project, stream: IO[bytes] | IO[str] | bytes | str)
                 errors.add(number, None, f"has {len(values)} columns; expected 3 ({','.join(normalised)}).")
                 continue
             external_id, worker, label = (value.strip() for value in values)
+            unstorable = [
+                (name, problem)
+                for name, value in zip(normalised, (external_id, worker, label))
+                if (problem := _unstorable(value)) is not None
+            ]
+            if unstorable:
+                name, problem = unstorable[0]
+                errors.add(number, name, f"contains {problem}.")
+                continue
             bad = False
-            if not external_id or len(external_id) > 255 or "\x00" in external_id:
+            if not external_id or len(external_id) > 255:
                 errors.add(number, item_field, "must be 1–255 characters.")
                 bad = True
             if not worker or len(worker) > 100 or not _USERNAME_CHARS.match(worker):
@@ -808,7 +1000,7 @@ def crowd_import(*, project: Project, stream: IO[bytes] | IO[str] | bytes | str)
                     f"{worker!r} labelled {external_id!r} as {earlier[0]!r} in row {earlier[1]}; "
                     f"conflicting label {label!r}.",
                 )
-    except (UnicodeDecodeError, csv.Error) as exc:
+    except csv.Error as exc:
         raise ImportValidationError([RowError(None, None, f"unreadable CSV: {exc}.")]) from None
     if not wanted and not errors.total:
         raise ImportValidationError([RowError(None, None, "the upload has no rows.")])
@@ -944,9 +1136,20 @@ class DatasetImportResult:
         }
 
 
+def _read_utf8(path: Any) -> str:
+    """A dataset file's text; a byte that is not UTF-8 is a ValueError naming the file, line and byte."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        bad = data[exc.start : exc.start + 1].hex().upper()
+        raise ValueError(f"{path}, line {line}: byte 0x{bad} is not UTF-8 text; save the file as UTF-8.") from None
+
+
 def _read_csv_dicts(path: Any) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        return list(csv.DictReader(handle))
+    return list(csv.DictReader(io.StringIO(_read_utf8(path), newline="")))
 
 
 def _require_columns(path: Any, rows: list[dict[str, str]], columns: tuple[str, ...]) -> None:
@@ -1001,7 +1204,7 @@ def dataset_import(
         items_path = directory / "items.txt"
         if not items_path.exists():
             raise ValueError(f"{directory}: features.npy needs items.txt (one item id per line, row k ↔ line k).")
-        item_ids = [line.strip() for line in items_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        item_ids = [line.strip() for line in _read_utf8(items_path).splitlines() if line.strip()]
         features = np.load(directory / "features.npy", allow_pickle=False)
         if features.ndim != 2 or features.shape[0] != len(item_ids):
             raise ValueError(

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -42,6 +43,13 @@ def _validate_fields(fields: dict[str, Any]) -> None:
         raise ValidationError({"k": "must be an integer ≥ 1."})
     if "name" in fields and not str(fields["name"]).strip():
         raise ValidationError({"name": "must not be empty."})
+    limit = settings.PROJECT_INSTRUCTIONS_MAX_LENGTH
+    if "instructions" in fields and len(str(fields["instructions"] or "")) > limit:
+        # Rendered as markdown on every labelling page: the size is bounded.
+        raise ValidationError(
+            {"instructions": f"is {len(fields['instructions']):,} characters long; at most {limit:,} are allowed "
+                             "(PROJECT_INSTRUCTIONS_MAX_LENGTH)."}
+        )
 
 
 @transaction.atomic

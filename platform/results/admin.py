@@ -6,6 +6,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from crowdlab.jsonlimits import admin_formfield_overrides
+
 from .models import AggregatedLabel, AnnotatorConfusion, CommonConfusion, GeneratedAnnotation, InferenceRun, RunStatus
 from .services import RunNotActive, run_cancel
 
@@ -41,6 +43,7 @@ class InferenceRunAdmin(admin.ModelAdmin):
     raw_id_fields = ("project", "requested_by", "warm_start_from")
     exclude = ("checkpoint",)
     actions = [cancel_runs]
+    formfield_overrides = admin_formfield_overrides()
 
 
 @admin.register(AggregatedLabel)
@@ -48,18 +51,21 @@ class AggregatedLabelAdmin(admin.ModelAdmin):
     list_display = ("item", "label", "confidence", "source", "run")
     list_filter = ("source",)
     raw_id_fields = ("item", "run")
+    formfield_overrides = admin_formfield_overrides()
 
 
 @admin.register(AnnotatorConfusion)
 class AnnotatorConfusionAdmin(admin.ModelAdmin):
     list_display = ("annotator", "run", "omega", "learned_accuracy", "n_annotations")
     raw_id_fields = ("annotator", "run")
+    formfield_overrides = admin_formfield_overrides()
 
 
 @admin.register(CommonConfusion)
 class CommonConfusionAdmin(admin.ModelAdmin):
     list_display = ("run",)
     raw_id_fields = ("run",)
+    formfield_overrides = admin_formfield_overrides()
 
 
 @admin.register(GeneratedAnnotation)

@@ -273,3 +273,27 @@ def test_sweep_starts_a_threshold_run_the_submits_missed(
     run = InferenceRun.objects.get(project=project)
     assert started == [run.pk] and run.trigger == RunTrigger.THRESHOLD
     assert sweep()["started"] == []  # one active run per project
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "detail"),  # a RecursionError in json.loads, a 500, before
+        (b'{"item": "%s", "label": "cat", "time_spent_ms": "12"}', "time_spent_ms"),  # was coerced to 12
+        (b'{"item": 5, "label": "cat"}', "item"),  # was coerced to "5"
+        (b'{"item": "%s", "label": "cat", "time_spent_ms": true}', "time_spent_ms"),
+    ],
+    ids=["deep", "string-number", "number-string", "boolean-number"],
+)
+def test_bad_submit_bodies_get_the_same_400_in_both_modes(
+    hot_client_for: Any, project: Project, annotator: Any, body: bytes, field: str
+) -> None:
+    client = hot_client_for(annotator)
+    task = client.post(f"/api/projects/{project.pk}/next-task/").json()
+    payload = body.replace(b"%s", task["item"]["external_id"].encode()) if b"%s" in body else body
+    response = client.generic(
+        "POST", f"/api/projects/{project.pk}/annotations/", payload, content_type="application/json"
+    )
+    assert response.status_code == 400, response.content[:200]
+    assert field in response.json()
+    assert not Annotation.objects.exists()

@@ -163,3 +163,27 @@ def test_demo_no_serve_seeds_once() -> None:
     call_command("demo", "--no-serve", "--items", "40", "--workers", "6", "--unlabelled", "10", stdout=io.StringIO())
     assert Project.objects.filter(owner__username="demo-requester").count() == 1
     assert Annotation.objects.filter(project=project).count() == annotations
+
+
+def test_import_crowd_meets_the_same_input_limits(tmp_path: Path, requester: Any, settings: Any) -> None:
+    # import_crowd shares the import code path: the encoding and size checks
+    # name the file, line or row instead of a traceback, and nothing is written.
+    _generate_crowd(tmp_path / "latin", n_items=6, texts=True)
+    texts = tmp_path / "latin" / "texts.csv"
+    texts.write_bytes(texts.read_bytes() + "it005,crème\n".encode("latin-1"))
+    with pytest.raises(CommandError, match=r"texts\.csv, line 8: byte 0xE8 is not UTF-8 text"):
+        call_command("import_crowd", str(tmp_path / "latin"), "--project", "L", "--owner", requester.username,
+                     stdout=io.StringIO())
+    crowd = tmp_path / "latin" / "annotations.csv"
+    texts.write_text("item,text\nit000,fine\n")
+    crowd.write_bytes(crowd.read_bytes() + "it001,wörker,rock\n".encode("latin-1"))
+    with pytest.raises(CommandError, match=r"annotations\.csv, line \d+: byte 0xF6 is not UTF-8 text"):
+        call_command("import_crowd", str(tmp_path / "latin"), "--project", "L", "--owner", requester.username,
+                     stdout=io.StringIO())
+
+    settings.ITEM_TEXT_MAX_LENGTH = 5
+    _generate_crowd(tmp_path / "long", n_items=6, texts=True)
+    with pytest.raises(CommandError, match=r"row 1: text: is 26 characters long; at most 5 are allowed \(ITEM_TEXT_MAX_LENGTH\); row 2"):
+        call_command("import_crowd", str(tmp_path / "long"), "--project", "Long", "--owner", requester.username,
+                     stdout=io.StringIO())
+    assert not Item.objects.filter(project__owner=requester).exists()

@@ -112,9 +112,9 @@ def test_csv_row_numbers_count_data_rows(project: Project) -> None:
         ({"id": "x", "features": []}, "features", "non-empty list"),
         ({"id": "x", "data": [1, 2]}, "data", "JSON object"),
         ({"id": "x", "kind": "image", "text": "t"}, "kind", "needs a URL"),
-        ({"id": "x", "text": "nul\x00here"}, None, "NUL"),
-        ({"id": "x", "text": "lone \ud800 surrogate"}, None, "surrogate"),
-        ({"id": "x", "data": {"k": ["\ud800"]}}, None, "surrogate"),
+        ({"id": "x", "text": "nul\x00here"}, "text", "NUL"),
+        ({"id": "x", "text": "lone \ud800 surrogate"}, "text", "surrogate"),
+        ({"id": "x", "data": {"k": ["\ud800"]}}, "data", "surrogate"),
         ({"id": "x", "features": [10**400]}, "features", "too large"),
         ("not an object", None, "expected an object"),
     ],
@@ -243,3 +243,12 @@ def test_nan_in_a_jsonl_row_is_a_row_error(project: Project) -> None:
     with pytest.raises(ImportValidationError) as excinfo:
         items_import(project=project, stream=b'{"id": "n1", "data": {"x": NaN}}\n', fmt="jsonl")
     assert _errors(excinfo)[0]["row"] == 1 and "NaN is not a JSON value" in _errors(excinfo)[0]["message"]
+
+
+def test_jsonl_lines_end_at_newlines_only(project: Project) -> None:
+    # U+2028, U+2029 and U+0085 are allowed unescaped inside JSON strings;
+    # str.splitlines cut the line there and the row was reported as invalid JSON.
+    body = '{"id": "sep", "text": "one\u2028two\x85three\u2029four"}\r\n\n{"id": "next", "text": "x"}\n'.encode()
+    result = items_import(project=project, stream=body, fmt="jsonl")
+    assert result.created == 2
+    assert Item.objects.get(project=project, external_id="sep").text == "one\u2028two\x85three\u2029four"

@@ -70,7 +70,7 @@ class Command(BaseCommand):
                 )
             except ImportValidationError as error:
                 details = "; ".join(
-                    f"row {e['row']}: {e['field'] or 'row'}: {e['message']}" for e in error.as_dict()["errors"][:10]
+                    f"row {e['row']}: {e['field'] or 'row'}: {e['message'].rstrip('.')}" for e in error.as_dict()["errors"][:10]
                 )
                 raise CommandError(f"{error.summary()} {details}") from None
             except (ValueError, ValidationError) as error:
