@@ -290,16 +290,8 @@ def labels_run(api: Api, project: int) -> int | None:
 
 
 def accuracy(api: Api, project: int, truth: dict[str, str]) -> float:
-    hits = total = 0
-    offset = 0
-    while True:
-        page = api.get(f"/api/projects/{project}/results/labels/", limit=5000, offset=offset).json()
-        for row in page["results"]:
-            hits += row["label"] == truth[row["item_external_id"]]
-            total += 1
-        if not page["next"]:
-            return hits / max(total, 1)
-        offset += 5000
+    rows = _all_label_rows(api, project)
+    return sum(row["label"] == truth[row["item_external_id"]] for row in rows) / max(len(rows), 1)
 
 
 def _publishing_run(api: Api, project: int, after: int, timeout: float = 1800) -> dict[str, Any]:
@@ -329,15 +321,20 @@ def _publishing_run(api: Api, project: int, after: int, timeout: float = 1800) -
 def _published_predictions(api: Api, project: int, classes: list[str]) -> dict[str, tuple[int, float]]:
     """external id -> (class index, confidence) of every label row the API serves."""
     pred: dict[str, tuple[int, float]] = {}
-    offset = 0
-    while True:
-        page = api.get(f"/api/projects/{project}/results/labels/", limit=5000, offset=offset).json()
-        for row in page["results"]:
-            pred[row["item_external_id"]] = (classes.index(row["label"]), float(row["confidence"]))
-        if not page["next"]:
-            break
-        offset += 5000
+    for row in _all_label_rows(api, project):
+        pred[row["item_external_id"]] = (classes.index(row["label"]), float(row["confidence"]))
     return pred
+
+
+def _all_label_rows(api: Api, project: int) -> list[dict[str, Any]]:
+    """Every row of the latest labels, page by page (the API caps ``limit`` at 1,000, so
+    the next offset is what the page really held)."""
+    rows: list[dict[str, Any]] = []
+    while True:
+        page = api.get(f"/api/projects/{project}/results/labels/", limit=1000, offset=len(rows)).json()
+        rows += page["results"]
+        if not page["next"] or not page["results"]:
+            return rows
 
 
 def _score_rows(pred: dict[str, tuple[int, float]], gold: dict[str, int], rows: list[str]) -> tuple[float, float]:
@@ -393,7 +390,10 @@ def chain_main(args: argparse.Namespace) -> None:
             for name in models:
                 project = Project.objects.create(
                     owner=owner, name=f"chain {crowd.name} {name}", classes=[{"name": c, "key": None} for c in classes],
-                    k=int(per_item.max()), model=name, retrain_every_n=ends[0], retrain_every_minutes=10**6,
+                    # The smallest batch: rounding makes batches differ by one label, and a
+                    # batch one short of the threshold would start no run.
+                    k=int(per_item.max()), model=name, retrain_every_n=int(np.diff([0, *ends]).min()),
+                    retrain_every_minutes=10**6,
                 )
                 Item.objects.bulk_create(
                     [
