@@ -17,6 +17,7 @@ import io
 import json
 import math
 import re
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from django.utils import timezone
 
 from labelling.models import Annotation, AnnotationSource
 
+from .images import ALLOWED_IMAGE_LABELS, ImageRejected, image_type_of
 from .models import Item, ItemKind, Membership, Project
 
 MAX_ITEMS_PER_REQUEST = 100_000
@@ -688,7 +690,13 @@ def item_create_with_file(
     gold: str | None = None,
     data: dict[str, Any] | None = None,
 ) -> Item:
-    """Create one image item from an uploaded file (the bulk import takes URLs)."""
+    """Create one image item from an uploaded file (the bulk import takes URLs).
+
+    The file must be a PNG, JPEG, GIF or WebP image *by its bytes* (Pillow
+    reads it); the client's declared content type and file name are ignored,
+    and the file is stored under a name of the server's choosing with the
+    extension of the verified type (``front.views.item_media`` serves it).
+    """
     external_id = (external_id or "").strip()
     if not external_id or len(external_id) > 255 or _contains_nul(external_id) or _contains_nul(text):
         raise ImportValidationError([RowError(1, "external_id", "is required, 1–255 characters, with no NUL characters (text too).")])
@@ -696,9 +704,12 @@ def item_create_with_file(
         raise ImportValidationError(
             [RowError(1, "gold", f"{gold!r} is not a class of this project; allowed: {', '.join(project.class_names)}.")]
         )
-    content_type = getattr(image, "content_type", "") or ""
-    if not content_type.startswith("image/"):
-        raise ImportValidationError([RowError(1, "image", f"must be an image file, got {content_type or 'unknown type'!r}.")])
+    try:
+        kind = image_type_of(image)
+    except ImageRejected as rejected:
+        raise ImportValidationError(
+            [RowError(1, "image", f"the uploaded file {rejected}; allowed types: {ALLOWED_IMAGE_LABELS} (SVG is not accepted).")]
+        ) from None
     if Item.objects.filter(project=project, external_id=external_id).exists():
         raise ImportValidationError([RowError(1, "external_id", f"{external_id!r} already exists in this project.")])
     item = Item(
@@ -709,7 +720,8 @@ def item_create_with_file(
         gold_label=gold or None,
         data=data,
     )
-    item.image.save(image.name or f"{external_id}.img", image, save=False)
+    # A random name: nothing of the client's name reaches the disk or the URL.
+    item.image.save(f"{uuid.uuid4().hex}{kind.extension}", image, save=False)
     item.save()
     return item
 

@@ -23,6 +23,14 @@ generated ``label`` and its ``probability`` and no confidence, class
 probabilities or ``n_annotations`` (they are not human labels). Without the flag
 the format is unchanged.
 
+**CSV cells of user text are defused** against formula injection (OWASP's
+rule): an item id, a label (class names are the requester's text) or an
+annotator's username that starts with ``=``, ``+``, ``-``, ``@``, a tab or a
+carriage return gets a leading ``'``, so a spreadsheet shows it as text instead
+of running it. Numbers (confidence, probabilities, counts, ids) and crowdlab's
+own words (``source``, ``kind``) are never user text and stay as they are.
+JSON and JSONL are verbatim.
+
 Memory is flat in the number of rows: items and vote counts are read through
 server-side cursors (``.iterator(chunk_size=...)``) and merged by item id, and
 the renderers yield text in chunks of a few hundred rows.
@@ -74,6 +82,16 @@ class GeneratedExportRow(TypedDict):
     label: str
     probability: float
     run_id: int
+
+
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP,
+# "CSV Injection"); tab and carriage return can hide one behind whitespace.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: str) -> str:
+    """A user-text cell as the CSV export writes it: ``'`` before a formula trigger."""
+    return "'" + value if value.startswith(FORMULA_TRIGGERS) else value
 
 
 AGGREGATED_KIND = "aggregated"
@@ -235,8 +253,8 @@ def render_csv(
         for row in rows:
             probabilities = row["probabilities"]
             cells = [
-                    row["item"],
-                    row["label"] if row["label"] is not None else "",
+                    csv_text(row["item"]),
+                    csv_text(row["label"]) if row["label"] is not None else "",
                     row["confidence"] if row["confidence"] is not None else "",
                     *(
                         (probabilities.get(name, "") for name in class_names)
@@ -255,8 +273,8 @@ def render_csv(
             yield text
         for g in generated or ():
             writer.writerow(
-                [GENERATED_KIND, g["item"], g["label"], "", *("" for _ in class_names), "", g["run_id"],
-                 GENERATED_KIND, g["annotator"], g["probability"]]
+                [GENERATED_KIND, csv_text(g["item"]), csv_text(g["label"]), "", *("" for _ in class_names), "",
+                 g["run_id"], GENERATED_KIND, csv_text(g["annotator"]), g["probability"]]
             )
             text = out.getvalue()
             out.seek(0)
@@ -382,6 +400,15 @@ _JSON_ROW_SQL = """
 """
 
 
+# ``csv_text`` in SQL, for the COPY renderer: ``left(..., 1)`` is one character
+# (not byte), and NULL stays NULL (an empty cell).
+_SQL_TRIGGERS = "'=', '+', '-', '@', E'\\t', E'\\r'"
+
+
+def _sql_csv_text(column: str) -> str:
+    return f"CASE WHEN left({column}, 1) IN ({_SQL_TRIGGERS}) THEN '''' || {column} ELSE {column} END"
+
+
 def _copy_statement(*, fmt: str, n_classes: int, generated: bool = False) -> tuple[str, str]:
     """The COPY statement (with pyformat placeholders) and its options."""
     base = _ROWS_SQL.format(classes="%(classes)s", project="%(project)s", run="%(run)s::bigint")
@@ -393,7 +420,8 @@ def _copy_statement(*, fmt: str, n_classes: int, generated: bool = False) -> tup
         )
         kind, extra = ("'aggregated', ", ", NULL, NULL") if generated else ("", "")
         select = (
-            f"SELECT {kind}external_id, label, confidence, {probability_columns}, n_annotations, run_id, source{extra} "
+            f"SELECT {kind}{_sql_csv_text('external_id')}, {_sql_csv_text('label')}, confidence, {probability_columns}, "
+            f"n_annotations, run_id, source{extra} "
             "FROM export_rows ORDER BY id"
         )
         return f"COPY ({base} {select}) TO STDOUT WITH (FORMAT csv)", "csv"
@@ -428,7 +456,8 @@ def _generated_copy_statement(*, fmt: str, n_classes: int) -> str:
     if fmt == "csv":
         empties = "NULL, " * (n_classes + 2)  # confidence, p:<class>..., n_annotations
         select = (
-            f"SELECT 'generated', i.external_id, g.label, {empties}g.run_id, 'generated', u.username, g.probability "
+            f"SELECT 'generated', {_sql_csv_text('i.external_id')}, {_sql_csv_text('g.label')}, {empties}g.run_id, "
+            f"'generated', {_sql_csv_text('u.username')}, g.probability "
             f"{from_sql}"
         )
         return f"COPY ({select}) TO STDOUT WITH (FORMAT csv)"
