@@ -245,11 +245,22 @@ def render_csv(
     With ``generated`` (even empty), the ``kind`` column and the generated rows are added.
     """
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    # Rows end in "\r\n" in the writer so that it quotes every cell holding a
+    # carriage return (with "\n" alone it leaves a bare \r in an unquoted cell,
+    # which no CSV reader reads back); each row's own "\r\n" becomes "\n", as COPY writes.
+    writer = csv.writer(out, lineterminator="\r\n")
     with_kind = generated is not None
 
+    def row_text(cells: list[Any]) -> str:
+        writer.writerow(cells)
+        # Drained after every row so the buffer never grows with the export.
+        text = out.getvalue()
+        out.seek(0)
+        out.truncate()
+        return text[:-2] + "\n"
+
     def lines() -> Iterator[str]:
-        writer.writerow(csv_header(class_names, generated=with_kind))
+        yield row_text(csv_header(class_names, generated=with_kind))
         for row in rows:
             probabilities = row["probabilities"]
             cells = [
@@ -265,23 +276,12 @@ def render_csv(
                     row["run_id"] if row["run_id"] is not None else "",
                     row["source"] or "",
             ]
-            writer.writerow([AGGREGATED_KIND, *cells, "", ""] if with_kind else cells)
-            # Drain the buffer after every row so it never grows with the export.
-            text = out.getvalue()
-            out.seek(0)
-            out.truncate()
-            yield text
+            yield row_text([AGGREGATED_KIND, *cells, "", ""] if with_kind else cells)
         for g in generated or ():
-            writer.writerow(
+            yield row_text(
                 [GENERATED_KIND, csv_text(g["item"]), csv_text(g["label"]), "", *("" for _ in class_names), "",
                  g["run_id"], GENERATED_KIND, csv_text(g["annotator"]), g["probability"]]
             )
-            text = out.getvalue()
-            out.seek(0)
-            out.truncate()
-            yield text
-        if out.tell():
-            yield out.getvalue()
 
     return _chunked(lines())
 
