@@ -400,13 +400,15 @@ _JSON_ROW_SQL = """
 """
 
 
-# ``csv_text`` in SQL, for the COPY renderer: ``left(..., 1)`` is one character
-# (not byte), and NULL stays NULL (an empty cell).
-_SQL_TRIGGERS = "'=', '+', '-', '@', E'\\t', E'\\r'"
+# ``csv_text`` in SQL, for the COPY renderer. ``ascii()`` is the code of the
+# first character (0 for an empty string; NULL stays NULL, an empty cell): it
+# allocates nothing and cost half of ``left(…, 1) IN (…)`` per cell (measured
+# on 2M rows), which keeps the CSV export's cost within a few per cent.
+_SQL_TRIGGER_CODES = ", ".join(str(ord(trigger)) for trigger in FORMULA_TRIGGERS)
 
 
 def _sql_csv_text(column: str) -> str:
-    return f"CASE WHEN left({column}, 1) IN ({_SQL_TRIGGERS}) THEN '''' || {column} ELSE {column} END"
+    return f"CASE WHEN ascii({column}) IN ({_SQL_TRIGGER_CODES}) THEN '''' || {column} ELSE {column} END"
 
 
 def _copy_statement(*, fmt: str, n_classes: int, generated: bool = False) -> tuple[str, str]:
