@@ -196,7 +196,7 @@ AXES_DISABLE_ACCESS_LOG = True
 AXES_VERBOSE = False
 
 REST_FRAMEWORK = {
-    # Proxies in front of the server (see TRUSTED_PROXY_COUNT below): never None,
+    # Proxies in front of the server (TRUSTED_PROXY_COUNT above): never None,
     # which would make DRF trust a client-written X-Forwarded-For as it is.
     "NUM_PROXIES": TRUSTED_PROXY_COUNT,
     "DEFAULT_AUTHENTICATION_CLASSES": [
