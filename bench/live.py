@@ -182,6 +182,7 @@ class Services:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.worker_name = f"bench_live_{os.getpid()}@localhost"
         self.log_dir = REPO / "bench" / "out"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.env = dict(os.environ)
@@ -195,13 +196,20 @@ class Services:
         )
 
     def start(self) -> None:
+        import socket
+
+        # A gunicorn left over from an interrupted run would answer instead of ours,
+        # with another database and queue: refuse to start rather than measure it.
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", self.args.port)) == 0:
+                raise SystemExit(f"port {self.args.port} is already taken (a leftover gunicorn?); use --port")
         bin_dir = Path(sys.executable).parent
         for name, cmd in (
             ("gunicorn", [str(bin_dir / "gunicorn"), "crowdlab.wsgi", "-b", f"127.0.0.1:{self.args.port}",
                           "-w", "2", "--access-logfile", "-"]),
             ("worker", [sys.executable, "-m", "celery", "-A", "crowdlab", "worker", "-Q",
                         self.env["CELERY_INFERENCE_QUEUE"], "--concurrency", "1", "-P", "prefork",
-                        "-n", f"bench_live_{os.getpid()}@localhost", "--loglevel", "INFO",
+                        "-n", self.worker_name, "--loglevel", "INFO",
                         "--without-gossip", "--without-mingle"]),
         ):
             log = open(self.log_dir / f"live-{name}.log", "wb")
@@ -209,6 +217,15 @@ class Services:
                 subprocess.Popen(cmd, cwd=REPO / "platform", env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                  start_new_session=True)
             )
+
+    def wait_worker(self, timeout: float = 120) -> None:
+        """Until the worker answers a ping: a task sent before it bound its queue is lost."""
+        from crowdlab.celery import app
+
+        deadline = time.monotonic() + timeout
+        while not app.control.ping(destination=[self.worker_name], timeout=1.0):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker {self.worker_name} not ready after {timeout} s")
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -286,9 +303,15 @@ def accuracy(api: Api, project: int, truth: dict[str, str]) -> float:
         offset += 5000
 
 
-def _publishing_run(api: Api, project: int, after: int, timeout: float = 900) -> dict[str, Any]:
-    """The first run of ``project`` with an id above ``after``, once it has finished."""
+def _publishing_run(api: Api, project: int, after: int, timeout: float = 1800) -> dict[str, Any]:
+    """The first run of ``project`` with an id above ``after``, once it has finished.
+
+    A run still pending after a minute has its task sent again, as the beat sweep (not
+    running here) would do; claims are conditional, so a duplicate is harmless."""
+    from live.triggers import enqueue_run
+
     deadline = time.monotonic() + timeout
+    resend_at = time.monotonic() + 60
     while time.monotonic() < deadline:
         runs = api.get(f"/api/projects/{project}/runs/", limit=5).json()["results"]
         newer = [r for r in runs if r["id"] > after]
@@ -296,7 +319,11 @@ def _publishing_run(api: Api, project: int, after: int, timeout: float = 900) ->
             run = min(newer, key=lambda r: r["id"])
             if run["status"] in ("published", "failed", "discarded"):
                 return run
-        time.sleep(0.1)
+            if run["status"] == "pending" and time.monotonic() > resend_at:
+                print(f"run {run['id']} still pending after 60 s: task sent again", flush=True)
+                enqueue_run(run["id"])
+                resend_at = time.monotonic() + 60
+        time.sleep(0.25)
     raise TimeoutError(f"project {project}: no run after {after} finished in {timeout} s")
 
 
@@ -345,6 +372,8 @@ def chain_main(args: argparse.Namespace) -> None:
     make_requester(owner)
     token = Token.objects.create(user=owner).key
     models = args.model or ["mv", "ds", "conal", "crowding"]
+    out = Path(args.out).with_name("live_chain.json") if args.out.endswith("live.json") else Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     services = Services(args)
     services.start()
     base = f"http://127.0.0.1:{args.port}"
@@ -352,6 +381,7 @@ def chain_main(args: argparse.Namespace) -> None:
     report: list[dict[str, Any]] = []
     try:
         _wait_for_server(api)
+        services.wait_worker()
         for spec in args.crowd or ["synthetic"]:
             crowd = load_chain_crowd(spec, seed=args.seed)
             data = crowd.data
@@ -405,6 +435,7 @@ def chain_main(args: argparse.Namespace) -> None:
                     if run["status"] != "published":
                         record["error"] = run["error"]
                         report.append(record)
+                        out.write_text(json.dumps(report, indent=1))
                         print(f"{crowd.name} {name} batch {b + 1}: run {run['id']} {run['status']}: {run['error'][:120]}",
                               flush=True)
                         continue
@@ -428,6 +459,7 @@ def chain_main(args: argparse.Namespace) -> None:
                     record["cold_accuracy"], record["cold_ece"] = _score_rows(cold_pred, gold, scored)
                     record["n_scored"] = len(scored)
                     report.append(record)
+                    out.write_text(json.dumps(report, indent=1))  # as it goes: a long run may be stopped
                     print(
                         f"{crowd.name} {name} batch {b + 1}/{len(ends)}: run {run['id']} {run['fit_mode']} "
                         f"acc {100 * record['accuracy']:.2f} (cold {100 * record['cold_accuracy']:.2f}) "
@@ -443,9 +475,6 @@ def chain_main(args: argparse.Namespace) -> None:
             drop_database(args.db)
     print()
     print(chain_table(report))
-    out = Path(args.out).with_name("live_chain.json") if args.out.endswith("live.json") else Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
     print(f"report: {out}")
 
 
@@ -495,6 +524,7 @@ def main() -> None:
     os.environ["LOG_LEVEL"] = "WARNING"
     # DEBUG stays off as in production, which needs a key: a throwaway one per run.
     os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
+    os.environ["CELERY_INFERENCE_QUEUE"] = f"bench_live_{os.getpid()}"  # the worker's queue (Services)
     recreate_database(args.db)
     if args.chain:
         chain_main(args)

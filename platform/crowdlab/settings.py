@@ -43,8 +43,9 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
-    "django_celery_beat",
+    # Swagger UI and ReDoc as static files: /api/docs/ and /api/redoc/ work offline.
     "drf_spectacular_sidecar",
+    "django_celery_beat",
     "csp",
     "axes",
     "projects",
@@ -56,8 +57,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: /health/ answers whatever the Host header (see its docstring).
+    "crowdlab.middleware.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # WhiteNoise, quiet about an uncollected STATIC_ROOT (see its docstring).
+    "crowdlab.middleware.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -210,15 +214,16 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 100,
 }
 SPECTACULAR_SETTINGS = {
-    # Swagger UI from drf-spectacular-sidecar's static files: no CDN, and the
-    # Content-Security-Policy allows only the site's own scripts.
-    "SWAGGER_UI_DIST": "SIDECAR",
-    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    "REDOC_DIST": "SIDECAR",
     "TITLE": "crowdlab API",
     "DESCRIPTION": "Crowdsourcing annotation with live learning-from-crowds label inference.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Served by WhiteNoise from drf-spectacular-sidecar, never from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No validator badge: it would send the schema's URL to swagger.io.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "COMPONENT_SPLIT_REQUEST": True,
     # Two models have a "source" choice field; name their enums apart.
     "ENUM_NAME_OVERRIDES": {

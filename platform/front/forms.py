@@ -4,11 +4,19 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.core.exceptions import ValidationError
 
 from projects.importing import IMPORT_FORMATS
-from projects.models import InferenceModel, Project
+from projects.models import InferenceModel, Project, validate_classes
 
-CLASSES_HELP = "One class per line, in order. Optionally a keyboard key after a comma, e.g. “cat, 1”. S and U are reserved."
+# Says exactly what the labelling page does (front.views.label_keys, static/js/label.js).
+CLASSES_HELP = (
+    "One class per line, in order, optionally followed by a comma and its own keyboard key, e.g. “cat, c”. "
+    "A class with its own key is labelled with that key only. A class without one gets its position "
+    "digit (1 for the first class … 9 for the ninth) unless another class has that digit as its own key; "
+    "past the ninth, a class without a key is labelled by clicking. Keys ignore case; S, U and ? are "
+    "reserved (skip, undo, the list of shortcuts)."
+)
 
 
 def classes_to_text(classes: list[dict[str, Any]]) -> str:
@@ -16,8 +24,13 @@ def classes_to_text(classes: list[dict[str, Any]]) -> str:
 
 
 def parse_classes(text: str) -> list[dict[str, Any]]:
-    """``name[, key]`` per line → ``[{"name": ..., "key": ...}]``; blank lines ignored."""
+    """``name[, key]`` per line → ``[{"name": ..., "key": ...}]``; blank lines ignored.
+
+    Errors name the line the requester typed ("line 3"), never the position
+    in the stored list (``classes[2]``, which skips blank lines and counts from 0).
+    """
     classes: list[dict[str, Any]] = []
+    lines: list[int] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -28,6 +41,17 @@ def parse_classes(text: str) -> list[dict[str, Any]]:
         if len(key) > 1:
             raise forms.ValidationError(f"line {number}: the key {key!r} must be a single character.")
         classes.append({"name": name, "key": key or None})
+        lines.append(number)
+    if len(classes) < 2:
+        raise forms.ValidationError("give at least 2 classes, one per line.")
+
+    def where(index: int, field: str | None) -> str:
+        return f"line {lines[index]}" + {"name": " (class name)", "key": " (key)"}.get(field or "", "")
+
+    try:
+        validate_classes(classes, where=where)
+    except ValidationError as error:
+        raise forms.ValidationError(error.messages) from None
     return classes
 
 

@@ -146,19 +146,29 @@ def _validation_message(error: ValidationError) -> str:
     return " ".join(error.messages)
 
 
+def label_keys(classes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each class with the key that labels it on the labelling page.
+
+    A class with its own key gets that key only. A class without one gets its
+    position digit (1–9), unless another class has that digit as its own key;
+    past the ninth it gets none (click only). ``CLASSES_HELP`` and the README
+    say exactly this: change them together.
+    """
+    taken = {str(entry["key"]).lower() for entry in classes if entry.get("key")}
+    keyed = []
+    for index, entry in enumerate(classes):
+        key = entry.get("key")
+        if not key and index < 9 and str(index + 1) not in taken:
+            key = str(index + 1)
+        keyed.append({"name": entry["name"], "key": key})
+    return keyed
+
+
 @login_required
 @require_GET
 def label_page(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_get_for_annotator(user=request.user, project_id=project_id)
-    # A class without its own key gets its position (1–9), unless another
-    # class already claims that digit as its key.
-    taken = {str(entry["key"]).lower() for entry in project.classes if entry.get("key")}
-    classes = []
-    for index, entry in enumerate(project.classes):
-        key = entry.get("key")
-        if not key and index < 9 and str(index + 1) not in taken:
-            key = str(index + 1)
-        classes.append({"name": entry["name"], "key": key})
+    classes = label_keys(project.classes)
     return render(
         request,
         "front/label.html",
@@ -170,6 +180,9 @@ def label_page(request: HttpRequest, project_id: int) -> HttpResponse:
                 "submit_url": reverse("front:label-submit", args=[project.pk]),
                 "skip_url": reverse("front:label-skip", args=[project.pk]),
                 "undo_url": reverse("front:label-undo", args=[project.pk]),
+                # An expired session answers a fetch with this page (after a redirect).
+                "login_url": reverse("login"),
+                "page_url": request.get_full_path(),
                 "confirm": project.require_confirmation,
                 "undo_seconds": UNDO_GRACE_SECONDS,
                 "classes": classes,
@@ -178,8 +191,11 @@ def label_page(request: HttpRequest, project_id: int) -> HttpResponse:
     )
 
 
+# POST, not GET: asking for the next task leases an item (writes an
+# assignment), and a GET must not change state (prefetchers, link checkers and
+# reloads would hold items nobody is looking at).
 @login_required
-@require_GET
+@require_POST
 def label_next(request: HttpRequest, project_id: int) -> JsonResponse:
     project = project_get_for_annotator(user=request.user, project_id=project_id)
     assignment = next_task(project=project, annotator=request.user)

@@ -1,6 +1,8 @@
 """Projects, their members and their items."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -13,33 +15,47 @@ class InferenceModel(models.TextChoices):
     CROWDING = "crowding", "CrowdInG"
 
 
-def validate_classes(value: object) -> None:
-    """``classes`` is an ordered list of ``{"name": str, "key": str | None}``."""
+def _json_position(index: int, field: str | None) -> str:
+    return f"classes[{index}]" + (f".{field}" if field else "")
+
+
+# Reserved on the labelling page: S skips, U undoes, ? opens the shortcuts help.
+RESERVED_KEYS = frozenset({"s", "u", "?"})
+
+
+def validate_classes(value: object, *, where: Callable[[int, str | None], str] = _json_position) -> None:
+    """``classes`` is an ordered list of ``{"name": str, "key": str | None}``.
+
+    ``where(index, field)`` words the position in error messages:
+    ``classes[2].name`` by default (the JSON an API client sent); the project
+    form passes one that says "line 3", the line the requester typed.
+    """
     if not isinstance(value, list) or len(value) < 2:
         raise ValidationError("classes: give at least 2 classes as a list of {name, key}.")
     names: set[str] = set()
     keys: set[str] = set()
     for index, entry in enumerate(value):
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            raise ValidationError(f"classes[{index}]: expected an object with a string 'name'.")
+            raise ValidationError(f"{where(index, None)}: expected an object with a string 'name'.")
         name = entry["name"].strip()
         if not name or len(name) > 100:
-            raise ValidationError(f"classes[{index}].name: must be 1–100 characters.")
+            raise ValidationError(f"{where(index, 'name')}: must be 1–100 characters.")
         if name in names:
-            raise ValidationError(f"classes[{index}].name: duplicate class {name!r}.")
+            raise ValidationError(f"{where(index, 'name')}: duplicate class {name!r}.")
         names.add(name)
         key = entry.get("key")
         if key not in (None, ""):
-            if not isinstance(key, str) or len(key) != 1 or key.lower() in {"s", "u"} or key == "\n":
+            if not isinstance(key, str) or len(key) != 1 or key.lower() in RESERVED_KEYS or key == "\n":
                 raise ValidationError(
-                    f"classes[{index}].key: a single character other than S and U (reserved for skip and undo)."
+                    f"{where(index, 'key')}: a single character other than S and U (reserved for skip and undo)"
+                    " and ? (opens the list of shortcuts)."
                 )
             if key.lower() in keys:
-                raise ValidationError(f"classes[{index}].key: key {key!r} is used twice.")
+                raise ValidationError(f"{where(index, 'key')}: key {key!r} is used twice.")
             keys.add(key.lower())
         unknown = set(entry) - {"name", "key"}
         if unknown:
-            raise ValidationError(f"classes[{index}]: unknown fields {sorted(unknown)}; allowed: name, key.")
+            raise ValidationError(f"{where(index, None)}: unknown fields {sorted(unknown)}; allowed: name, key.")
 
 
 class Project(models.Model):

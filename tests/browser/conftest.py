@@ -8,6 +8,7 @@ are plain synchronous ones, hence ``DJANGO_ALLOW_ASYNC_UNSAFE``.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,6 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright  # noqa: E402
 
-from crowdlab.celery import app as celery_app  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
@@ -33,13 +33,9 @@ CHROMIUM_ARGS = [
 ]
 PASSWORD = "crowdlab-pass-123"  # tests.platform.factories.DEFAULT_PASSWORD
 
-# "Run now" sends a Celery message after commit. Route it to a queue of this
-# process on a Redis DB of its own that no worker consumes; the test plays the
-# worker by executing the run in-process (see test_requester.py).
-QUEUE = f"front_browser_{os.getpid()}"
-BROKER_URL = os.environ.get("FRONT_TEST_BROKER_URL", "redis://127.0.0.1:6379/13")
-celery_app.conf.broker_url = BROKER_URL
-celery_app.conf.task_routes = {"live.tasks.*": {"queue": QUEUE}}
+# "Run now" sends a Celery message after commit. It goes to the session's queue
+# that no worker consumes (``live_tasks_queue`` in tests/conftest.py); the test
+# plays the worker by executing the run in-process (see test_requester.py).
 
 
 @pytest.fixture(scope="session")
@@ -51,13 +47,6 @@ def browser() -> Iterator[Browser]:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
-    # Drop the messages nobody consumed.
-    try:
-        import redis
-
-        redis.Redis.from_url(BROKER_URL).delete(QUEUE)
-    except Exception as exc:  # noqa: BLE001 - cleanup only; report, do not fail the session
-        print(f"could not delete the test queue {QUEUE}: {exc}")
 
 
 @pytest.fixture(autouse=True)
@@ -79,10 +68,18 @@ def csp_violations(page: Page) -> list[str]:
     return page.evaluate("window.__cspViolations || []")
 
 
+# Chromium's console line for a refusal quotes the directive: a refused script
+# or style means the page's own code broke under the policy. (Images are left
+# out: the ReDoc page's own policy refuses its vendor's logo on purpose.)
+_CODE_REFUSAL = re.compile(r"Content Security Policy directive:? [\"'](script|style|default|worker)-src")
+
+
 def watch_csp(page: Page, refused: list[str]) -> None:
-    """Record the page's CSP refusals: in the page (per document) and from the console (across navigations)."""
+    """Record the page's CSP refusals: all of them in the page (per document,
+    ``csp_violations``), and refused scripts and styles from the console into
+    ``refused`` (across navigations)."""
     page.add_init_script(CSP_RECORDER)
-    page.on("console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None)
+    page.on("console", lambda message: refused.append(message.text) if _CODE_REFUSAL.search(message.text) else None)
 
 
 @pytest.fixture
@@ -91,8 +88,8 @@ def new_page(browser: Browser, live_server: Any) -> Iterator[Callable[..., Page]
     logged in as ``user`` through the login form when given.
 
     Every page works under crowdlab's Content-Security-Policy: a test whose
-    pages had anything refused by it (an inline script or style, a foreign
-    script) fails at teardown, with what was refused."""
+    pages had a script or style refused by it (inline code, a foreign file)
+    fails at teardown, with what was refused."""
     contexts: list[BrowserContext] = []
     refused: list[str] = []
 

@@ -81,6 +81,7 @@ def test_fast_submit_still_validates_the_label(hot_client_for: Any, project: Pro
 def private_inference_queue() -> Any:
     """Route the run this test triggers to a queue no worker consumes, and drop it after."""
     from crowdlab.celery import app as celery_app
+    from tests.brokers import delete_queues, route_live_tasks_to, session_queue
 
     def use_routes(routes: Any) -> None:
         # Celery caches the routing table and the router on first send; without
@@ -90,13 +91,12 @@ def private_inference_queue() -> Any:
         celery_app.amqp.flush_routes()
         celery_app.amqp.__dict__.pop("router", None)
 
-    queue = "perf-hot-paths-test"
+    queue = session_queue("perf_hot_paths_test")
     saved = celery_app.conf.task_routes
-    use_routes({"live.tasks.*": {"queue": queue}})
+    route_live_tasks_to(queue)
     yield queue
     use_routes(saved)
-    with celery_app.connection_for_write() as connection:
-        connection.default_channel.queue_purge(queue)
+    delete_queues([queue])
 
 
 @pytest.mark.django_db(transaction=True)

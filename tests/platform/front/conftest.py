@@ -1,27 +1,20 @@
 """Fixtures for the web UI tests: logged-in Django test clients per role, and
 a crowd with a known systematic confusion whose run is computed for real.
 
-"Run now" sends a Celery message after commit; these tests route it to a queue
-of their own on a Redis DB of their own that no worker consumes, so no other
-engineer's worker (on another database) ever picks it up.
+"Run now" sends a Celery message after commit; it goes to the session's queue
+that no worker consumes on the test broker (``live_tasks_queue`` in
+tests/conftest.py), deleted at the session's end.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.test import Client
 
-from crowdlab.celery import app as celery_app
 from projects.roles import make_requester
 from tests.platform.factories import UserFactory
-
-# Module level like tests/platform/live/conftest.py: pytest imports that conftest
-# after this one, so in a whole-suite run live's routing (with its worker) wins.
-celery_app.conf.broker_url = os.environ.get("FRONT_TEST_BROKER_URL", "redis://127.0.0.1:6379/13")
-celery_app.conf.task_routes = {"live.tasks.*": {"queue": f"front_test_{os.getpid()}"}}
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
+from labelling.models import Assignment
 from projects.models import Project
 from results.services import run_create
 
@@ -83,13 +84,23 @@ def test_home(web_matrix: Callable[..., Any], project: Project) -> None:
     assert 'data-testid="role">admin<' in responses["admin"].content.decode()
 
 
-@pytest.mark.parametrize("name", ["front:label", "front:label-next"])
-def test_label_pages(name: str, project: Project, web_matrix: Callable[..., Any]) -> None:
+@pytest.mark.parametrize(("method", "name"), [("get", "front:label"), ("post", "front:label-next")])
+def test_label_pages(method: str, name: str, project: Project, web_matrix: Callable[..., Any]) -> None:
     # Owners and admins manage, they do not label: 403 unless they are members.
     web_matrix(
-        "get", reverse(name, args=[project.pk]),
+        method, reverse(name, args=[project.pk]),
         {"anonymous": "login", "annotator": 200, "outsider": 404, "other_requester": 404, "owner": 403, "admin": 403},
     )
+
+
+def test_label_next_refuses_get_and_leases_nothing(project: Project, web_matrix: Callable[..., Any]) -> None:
+    # Asking for the next task leases an item: a GET (a prefetch, a reload, a
+    # link checker) must not, so it is refused before anything is written.
+    web_matrix(
+        "get", reverse("front:label-next", args=[project.pk]),
+        {"anonymous": "login", "annotator": 405, "outsider": 405, "owner": 405, "admin": 405},
+    )
+    assert not Assignment.objects.exists()
 
 
 @pytest.mark.parametrize("name", ["front:label-submit", "front:label-skip", "front:label-undo"])

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
+from front.forms import CLASSES_HELP
+from front.views import label_keys
 from labelling.models import Annotation, Assignment
 from projects.models import Item, Project
 from results.export import export_rows
@@ -39,7 +42,7 @@ def test_label_flow_next_submit_skip_undo(project: Project, annotator: Any, web_
     for entry in project.classes:
         assert f'data-label="{entry["name"]}"' in html and f'data-key="{entry["key"]}"' in html
 
-    first = client.get(reverse("front:label-next", args=[project.pk])).json()
+    first = client.post(reverse("front:label-next", args=[project.pk])).json()
     assert first["done"] == 0
     task = first["task"]
     item = Item.objects.get(pk=task["item"]["id"])
@@ -70,7 +73,7 @@ def test_label_flow_next_submit_skip_undo(project: Project, annotator: Any, web_
     assert not Annotation.objects.filter(item=item, annotator=annotator).exists()
     item.refresh_from_db()
     assert item.n_annotations == 0
-    again = client.get(reverse("front:label-next", args=[project.pk])).json()
+    again = client.post(reverse("front:label-next", args=[project.pk])).json()
     assert again["task"]["item"]["id"] == item.pk
 
     # Skip: the next item is another one and the skipped one is not offered again.
@@ -85,7 +88,7 @@ def test_someone_elses_assignment_is_404(project: Project, annotator: Any, outsi
     from projects.services import membership_add
 
     membership_add(project=project, user=outsider)
-    theirs = web_client_for(outsider).get(reverse("front:label-next", args=[project.pk])).json()["task"]
+    theirs = web_client_for(outsider).post(reverse("front:label-next", args=[project.pk])).json()["task"]
     response = _post_json(web_client_for(annotator), reverse("front:label-submit", args=[project.pk]),
                           {"assignment_id": theirs["assignment_id"], "label": "cat"})
     assert response.status_code == 404
@@ -104,9 +107,9 @@ def test_label_page_sanitises_markdown_instructions(project: Project, annotator:
 def test_nothing_left_message(project: Project, annotator: Any, web_client_for: Callable[..., Client]) -> None:
     client = web_client_for(annotator)
     for _ in range(project.items.count()):
-        task = client.get(reverse("front:label-next", args=[project.pk])).json()["task"]
+        task = client.post(reverse("front:label-next", args=[project.pk])).json()["task"]
         _post_json(client, reverse("front:label-submit", args=[project.pk]), {"assignment_id": task["assignment_id"], "label": "cat"})
-    final = client.get(reverse("front:label-next", args=[project.pk])).json()
+    final = client.post(reverse("front:label-next", args=[project.pk])).json()
     assert final["task"] is None and final["done"] == 5 and "Nothing left" in final["message"]
 
 
@@ -344,7 +347,7 @@ def test_item_payload_per_kind(fields: dict[str, Any], expected: dict[str, Any],
                                web_client_for: Callable[..., Client]) -> None:
     Item.objects.filter(project=project).delete()
     Item.objects.create(project=project, external_id="only", gold_label="cat", **fields)
-    task = web_client_for(annotator).get(reverse("front:label-next", args=[project.pk])).json()["task"]
+    task = web_client_for(annotator).post(reverse("front:label-next", args=[project.pk])).json()["task"]
     for key, value in expected.items():
         if key == "json":  # pretty-printed, one value per line
             assert json.loads(task["item"]["json"]) == value and "\n  " in task["item"]["json"]
@@ -365,6 +368,22 @@ def test_default_keys_never_collide_with_explicit_ones(requester: Any, annotator
     assert [c["key"] for c in classes] == ["2", None, "3"]
 
 
+def test_class_keys_behave_as_the_form_help_and_the_readme_say() -> None:
+    classes = [{"name": f"c{n}", "key": None} for n in range(1, 12)]
+    classes[2]["key"] = "f"  # the third class has its own key
+    classes[6]["key"] = "5"  # the seventh claims the fifth's digit
+    keys = [entry["key"] for entry in label_keys(classes)]
+    # Own key only (not also its digit 3); a taken digit gives nothing; past the ninth: click only.
+    assert keys == ["1", "2", "f", "4", None, "6", "5", "8", "9", None, None]
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    for text in (CLASSES_HELP, readme):
+        assert "labelled with that key only" in text
+        assert "unless another class has that digit as its own key" in text
+        assert "past the ninth, a class without a key is labelled by clicking" in text
+        assert "S, U and ?" in text
+    assert "(its own key, or 1–9 by position)" not in readme  # the old wording, which promised both
+
+
 def test_uploaded_image_is_served_to_owner_and_to_its_annotator_only(
     project: Project, requester: Any, annotator: Any, outsider: Any, settings: Any, tmp_path: Any,
     web_client_for: Callable[..., Client],
@@ -381,7 +400,7 @@ def test_uploaded_image_is_served_to_owner_and_to_its_annotator_only(
 
     membership_add(project=project, user=outsider)  # a member who was never handed this item
     assert web_client_for(outsider).get(url).status_code == 403
-    task = web_client_for(annotator).get(reverse("front:label-next", args=[project.pk])).json()["task"]
+    task = web_client_for(annotator).post(reverse("front:label-next", args=[project.pk])).json()["task"]
     assert task["item"]["src"] == url
     response = web_client_for(annotator).get(url)
     assert response.status_code == 200 and b"".join(response.streaming_content) == png

@@ -1,10 +1,10 @@
 """Fixtures for live inference: a known-truth crowd and a REAL Celery worker.
 
 The worker is a separate ``celery worker`` process (prefork, concurrency 1)
-on the real Redis broker, consuming a queue and a Redis DB of its own, and
-talking to this session's test database. No eager mode anywhere.
-``LIVE_TEST_BROKER_URL=amqp://guest:guest@127.0.0.1:5672//`` runs the same
-tests on RabbitMQ (default: Redis DB 11).
+on the real broker named by ``TEST_BROKER_URL`` (tests/brokers.py; default
+Redis DB 13), consuming a queue of its own, and talking to this session's test
+database. No eager mode anywhere. ``TEST_BROKER_URL=amqp://guest:guest@127.0.0.1:5672//``
+runs the same tests on RabbitMQ.
 """
 from __future__ import annotations
 
@@ -27,17 +27,22 @@ from labelling.models import Annotation
 from projects.models import Item, ItemKind, Membership, Project
 from projects.roles import make_requester
 from results.models import InferenceRun, RunStatus
+from tests.brokers import TEST_BROKER_URL, session_queue
 from tests.platform.factories import UserFactory
 
 REPO = Path(__file__).resolve().parents[3]
-# Own queue and Redis DB: other engineers run workers and tests on the same Redis.
-QUEUE = f"live_test_{os.getpid()}"
-BROKER_URL = os.environ.get("LIVE_TEST_BROKER_URL", "redis://127.0.0.1:6379/11")
+# Own queue (deleted at the session's end): other engineers run workers and
+# tests on the same broker.
+QUEUE = session_queue("live_test")
+BROKER_URL = TEST_BROKER_URL
 WORKER_NAME = f"live_test_{os.getpid()}@localhost"
 
-# Route this process's task messages to the test queue on the test broker.
-celery_app.conf.broker_url = BROKER_URL
-celery_app.conf.task_routes = {"live.tasks.*": {"queue": QUEUE}}
+
+@pytest.fixture
+def live_tasks_queue() -> str:
+    """Overrides tests/conftest.py's: these tests' runs go to their worker."""
+    return QUEUE
+
 
 CLASSES = [{"name": "cat", "key": "1"}, {"name": "dog", "key": "2"}, {"name": "bird", "key": "3"}]
 
@@ -109,7 +114,10 @@ class Worker:
 def _live_worker(django_db_setup: None, django_db_blocker: Any) -> Iterator[Worker]:
     with django_db_blocker.unblock():
         name = connection.settings_dict["NAME"]
-    celery_app.control.purge()  # leftovers of an earlier, interrupted session
+    # Leftovers of an earlier, interrupted session with the same pid; only our
+    # own queue: other runs' queues on the shared broker are not ours to purge.
+    with celery_app.connection_for_write() as broker:
+        broker.default_channel.queue_purge(QUEUE)
     worker = Worker(name)
     worker.start()
     yield worker

@@ -25,7 +25,9 @@ from tests.platform.factories import UserFactory
 
 from .conftest import CLASSES, Worker, wait_for
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker, pytest.mark.slow]
+# Ten cold CoNAL fits in the worker, each with its tau probes: about 100 s on a quiet
+# 2-core machine, over 200 s on a loaded one.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker, pytest.mark.slow, pytest.mark.timeout(900)]
 
 NAMES = [c["name"] for c in CLASSES]
 N_ITEMS, K, N_BATCHES = 120, 3, 10

@@ -87,7 +87,10 @@ def test_threshold_trigger_through_the_api_publishes_correct_labels(
     correct = np.mean([after[it.external_id] == NAMES[truth[i]] for i, it in enumerate(items)])
     assert correct >= 0.95
     run.refresh_from_db()
-    assert run.n_annotations == 3 * n_items and run.warm_start_from_id == first.json()["id"]
+    assert run.n_annotations == 3 * n_items
+    # 90 labels: far below the size where a warm refit is allowed, so the run is cold and says why.
+    assert run.warm_start_from_id is None and run.fit_mode == "cold"
+    assert run.fit_reason == "90 annotations: below 50000, every refit is cold"
 
 
 def test_worker_killed_mid_run_keeps_published_results_and_restart_recovers(

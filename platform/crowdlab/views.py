@@ -1,0 +1,36 @@
+"""Site-wide views that belong to no app: the 500 handler."""
+from __future__ import annotations
+
+import logging
+
+from django.http import HttpRequest, HttpResponse, HttpResponseServerError, JsonResponse
+from django.template import loader
+
+logger = logging.getLogger(__name__)
+
+SERVER_ERROR_DETAIL = (
+    "Internal server error. It has been logged; try again in a moment, and tell the site's administrators "
+    "if it keeps happening."
+)
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    accept = request.headers.get("Accept", "")
+    return request.path_info.startswith("/api/") or ("application/json" in accept and "text/html" not in accept)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """``handler500``: JSON for API clients and ``fetch`` calls, the styled page for people.
+
+    Like Django's own handler it renders without a RequestContext: whatever
+    broke the request (the database, a context processor) must not break the
+    error page too. ``500.html`` therefore needs no context.
+    """
+    if _wants_json(request):
+        return JsonResponse({"detail": SERVER_ERROR_DETAIL, "error": SERVER_ERROR_DETAIL}, status=500)
+    try:
+        body = loader.get_template("500.html").render()
+    except Exception:  # noqa: BLE001 - the error page of last resort must not fail
+        logger.exception("could not render 500.html")
+        return HttpResponseServerError("<h1>Server Error (500)</h1>", content_type="text/html")
+    return HttpResponseServerError(body, content_type="text/html")
