@@ -258,7 +258,7 @@ def wait_published(api: Api, project: int, run_id: int, timeout: float = 600) ->
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = api.get(f"/api/projects/{project}/runs/{run_id}/").json()
-        if run["status"] in ("published", "failed", "discarded"):
+        if run["status"] in ("published", "failed", "discarded", "cancelled"):
             if run["status"] != "published":
                 raise RuntimeError(f"run {run_id} ended {run['status']}: {run['error']}")
             return run
@@ -317,7 +317,7 @@ def _publishing_run(api: Api, project: int, after: int, timeout: float = 1800) -
         newer = [r for r in runs if r["id"] > after]
         if newer:
             run = min(newer, key=lambda r: r["id"])
-            if run["status"] in ("published", "failed", "discarded"):
+            if run["status"] in ("published", "failed", "discarded", "cancelled"):
                 return run
             if run["status"] == "pending" and time.monotonic() > resend_at:
                 print(f"run {run['id']} still pending after 60 s: task sent again", flush=True)

@@ -49,6 +49,11 @@ from api import views_runs  # noqa: E402
 urlpatterns += [
     path("projects/<int:project_pk>/runs/", views_runs.RunListCreateView.as_view(), name="project-runs"),
     path("projects/<int:project_pk>/runs/<int:run_pk>/", views_runs.RunDetailView.as_view(), name="project-run-detail"),
+    path(
+        "projects/<int:project_pk>/runs/<int:run_pk>/cancel/",
+        views_runs.RunCancelView.as_view(),
+        name="project-run-cancel",
+    ),
     path("projects/<int:project_pk>/results/labels/", views_runs.LatestLabelsView.as_view(), name="project-results-labels"),
     path(
         "projects/<int:project_pk>/results/annotators/",

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
@@ -37,6 +37,7 @@ from results.selectors import (
     latest_published_run,
     runs_for_project,
 )
+from results.services import RunNotActive, run_cancel
 
 # --------------------------------------------------------------------------- serializers
 
@@ -51,7 +52,7 @@ class InferenceRunSerializer(serializers.ModelSerializer):
         model = InferenceRun
         fields = (
             "id", "project", "model", "status", "trigger", "requested_by", "cold_refit", "fit_mode", "fit_reason",
-            "warm_start_from",
+            "warm_start_from", "retry_after_annotation_id",
             "snapshot_annotation_id", "n_items", "n_annotations", "n_annotators",
             "progress_epoch", "progress_total", "progress", "loss_history", "final_loss",
             "metrics", "timings", "params", "error", "has_checkpoint",
@@ -232,6 +233,41 @@ class RunDetailView(_ProjectScoped, generics.RetrieveAPIView):
         if getattr(self, "swagger_fake_view", False):  # schema generation has no project
             return InferenceRun.objects.none()
         return runs_for_project(project=self.project)
+
+
+@extend_schema(
+    tags=["inference"],
+    summary="Cancel a pending or running inference run",
+    description=(
+        "A pending run never starts; a running run's worker stops at its next epoch. The run ends "
+        "`cancelled` and publishes nothing, so the published results stay as they were. Automatic runs "
+        "(threshold, timer) then wait for new annotations; \"run now\" is not held back."
+    ),
+    request=None,
+    responses={
+        200: OpenApiResponse(InferenceRunSerializer, description="Cancelled; the run as it is now."),
+        404: OpenApiResponse(description="No such run in this project."),
+        409: OpenApiResponse(
+            inline_serializer(
+                "RunNotActive", {"detail": serializers.CharField(), "run": InferenceRunSerializer()}
+            ),
+            description="The run already finished (published, failed, discarded or cancelled).",
+        ),
+    },
+)
+class RunCancelView(_ProjectScoped, APIView):
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        run = runs_for_project(project=self.project).filter(pk=kwargs["run_pk"]).first()
+        if run is None:
+            raise NotFound(f"Run {kwargs['run_pk']} is not a run of this project.")
+        try:
+            cancelled = run_cancel(run=run, cancelled_by=request.user)
+        except RunNotActive as finished:
+            return Response(
+                {"detail": str(finished), "run": InferenceRunSerializer(finished.run).data},
+                status=status.HTTP_409_CONFLICT,
+            )
+        return Response(InferenceRunSerializer(cancelled).data)
 
 
 @extend_schema(

@@ -60,6 +60,9 @@ MIDDLEWARE = [
     # First: /health/ answers whatever the Host header (see its docstring).
     "crowdlab.middleware.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # A lost database connection answers 503 + Retry-After, not 500 (view errors;
+    # ``handler500`` covers those raised in other middleware).
+    "crowdlab.middleware.DatabaseUnavailableMiddleware",
     # WhiteNoise, quiet about an uncollected STATIC_ROOT (see its docstring).
     "crowdlab.middleware.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -101,6 +104,11 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
         env_int("DATABASE_PREPARE_THRESHOLD", 5, minimum=0) or None
     )
+# A request after a database restart reconnects instead of failing on the dead
+# persistent connection (one cheap check per request that reuses a connection).
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# While the database is unreachable, requests answer 503 with this Retry-After.
+DATABASE_RETRY_AFTER_S = env_int("DATABASE_RETRY_AFTER_S", 5, minimum=1)
 # Parallel test runs on one server each need their own test database.
 DATABASES["default"]["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME", "test_crowdlab")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -247,8 +255,15 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 
-# Inference runs longer than this are considered dead (worker killed) and failed.
+# The longest an inference run may take: Celery's soft time limit of the task
+# (the run then fails readably; the hard limit kills the process 60 s later).
 INFERENCE_RUN_TIMEOUT_S = env_int("INFERENCE_RUN_TIMEOUT_S", 900, minimum=10)
+# A running run whose heartbeat is older than this is failed: its worker was
+# killed. Far shorter than the run timeout, because a thread in the executing
+# worker beats every sixth of it whatever phase the run is in (``live.services``),
+# and every worker checks every third of it (``live.tasks``): a killed worker's
+# run is failed within about 1.4x this, whatever the replacement's node name.
+INFERENCE_HEARTBEAT_TIMEOUT_S = env_int("INFERENCE_HEARTBEAT_TIMEOUT_S", 30, minimum=3)
 INFERENCE_THREADS = env_int("INFERENCE_THREADS", 2, minimum=1)
 
 LOGGING = {

@@ -41,4 +41,5 @@ urlpatterns = [
     path("", include("front.urls")),
 ]
 
+# JSON or the styled page; a lost database connection raised outside a view is a 503.
 handler500 = "crowdlab.views.server_error"

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from django.http import HttpRequest, HttpResponse, HttpResponseServerError, JsonResponse
 from django.template import loader
+
+from .middleware import DATABASE_ERRORS, unavailable_response, wants_json
 
 logger = logging.getLogger(__name__)
 
@@ -14,19 +17,18 @@ SERVER_ERROR_DETAIL = (
 )
 
 
-def _wants_json(request: HttpRequest) -> bool:
-    accept = request.headers.get("Accept", "")
-    return request.path_info.startswith("/api/") or ("application/json" in accept and "text/html" not in accept)
-
-
 def server_error(request: HttpRequest) -> HttpResponse:
     """``handler500``: JSON for API clients and ``fetch`` calls, the styled page for people.
 
     Like Django's own handler it renders without a RequestContext: whatever
     broke the request (the database, a context processor) must not break the
-    error page too. ``500.html`` therefore needs no context.
+    error page too. ``500.html`` therefore needs no context. A lost database connection
+    raised outside a view is a 503 with ``Retry-After`` (see ``crowdlab.middleware``).
     """
-    if _wants_json(request):
+    exc = sys.exc_info()[1]
+    if isinstance(exc, DATABASE_ERRORS):
+        return unavailable_response(request, exc)
+    if wants_json(request):
         return JsonResponse({"detail": SERVER_ERROR_DETAIL, "error": SERVER_ERROR_DETAIL}, status=500)
     try:
         body = loader.get_template("500.html").render()

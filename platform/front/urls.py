@@ -24,6 +24,7 @@ front_patterns = [
     path("p/<int:project_id>/crowd/", views.project_crowd_import, name="project-crowd"),
     path("p/<int:project_id>/run/", views.run_now, name="run-now"),
     path("p/<int:project_id>/runs/<int:run_id>/status/", views.run_status, name="run-status"),
+    path("p/<int:project_id>/runs/<int:run_id>/cancel/", views.run_cancel, name="run-cancel"),
     path("p/<int:project_id>/results/", views.results, name="results"),
     path("p/<int:project_id>/export.<str:fmt>", views.export, name="export"),
     # Confusion dashboards (owner or admin)

@@ -34,7 +34,7 @@ from labelling.services import (
     assignment_skip,
     next_task,
 )
-from live.triggers import request_run
+from live.triggers import new_annotations_count, request_run
 from projects.images import ImageRejected, image_type_of
 from projects.importing import ImportValidationError, crowd_import, items_import
 from projects.models import Item, ItemKind, Project
@@ -50,7 +50,8 @@ from projects.selectors import (
 from projects.services import membership_add, membership_remove, project_create, project_update
 from results.export import EXPORT_FORMATS, export_response
 from results.models import InferenceRun, RunStatus, RunTrigger
-from results.selectors import active_run, confusions_for_run, latest_published_run
+from results.selectors import active_run, automatic_runs_held_by, confusions_for_run, latest_published_run
+from results.services import RunNotActive, run_cancel as run_cancel_service
 
 from . import selectors
 from .forms import CrowdUploadForm, ItemUploadForm, MemberAddForm, ProjectForm, ResultsFilterForm
@@ -347,6 +348,10 @@ def project_edit(request: HttpRequest, project_id: int) -> HttpResponse:
 def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
     project = project_get_for_owner(user=request.user, project_id=project_id)
     run = active_run(project_id=project.pk)
+    # Why automatic runs wait (a run failed on its data, or was cancelled), and
+    # how many new labels arrived since (counted up to the threshold).
+    held_by = automatic_runs_held_by(project_id=project.pk) if run is None else None
+    held_new = new_annotations_count(project.pk)[0] if held_by is not None else 0
     return render(
         request,
         "front/project.html",
@@ -357,6 +362,8 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
             "timeline": selectors.annotations_over_time(project=project),
             "active_run": run,
             "latest_run": latest_published_run(project),
+            "held_by": held_by,
+            "held_new": held_new,
             "members": project_members(project=project),
             "member_form": MemberAddForm(),
             "export_formats": EXPORT_FORMATS,
@@ -448,6 +455,22 @@ def run_now(request: HttpRequest, project_id: int) -> HttpResponse:
         messages.info(request, "A run is already pending or running; following it below.")
     else:
         messages.success(request, f"Run {run.pk} queued{' (full cold refit)' if cold else ''}.")
+    return redirect("front:project", project_id=project.pk)
+
+
+@login_required
+@require_POST
+def run_cancel(request: HttpRequest, project_id: int, run_id: int) -> HttpResponse:
+    project = project_get_for_owner(user=request.user, project_id=project_id)
+    run = InferenceRun.objects.defer("checkpoint").filter(project=project, pk=run_id).first()
+    if run is None:
+        raise Http404("No such run.")
+    try:
+        run_cancel_service(run=run, cancelled_by=request.user)
+    except RunNotActive as finished:
+        messages.info(request, str(finished))
+    else:
+        messages.success(request, f"Run {run.pk} cancelled; the published results stay as they were.")
     return redirect("front:project", project_id=project.pk)
 
 

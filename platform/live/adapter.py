@@ -45,6 +45,16 @@ class Snapshot:
     feature_kind: str  # "numeric", "text" or "none"
 
 
+class SnapshotDataError(ValueError):
+    """Annotations the models cannot use, found after the snapshot's max id was
+    read: ``snapshot_annotation_id`` tells which annotations were judged (the
+    trigger's back-off waits for newer ones)."""
+
+    def __init__(self, message: str, *, snapshot_annotation_id: int) -> None:
+        super().__init__(message)
+        self.snapshot_annotation_id = snapshot_annotation_id
+
+
 def _parse_ints(text: str, count: int) -> np.ndarray:
     values = np.array(text.split(","), dtype=np.int64) if count else np.empty(0, dtype=np.int64)
     if values.size != count:
@@ -122,8 +132,9 @@ def _read_snapshot(project_id: int, with_features: bool) -> Snapshot:
                 [project_id, snapshot_id, classes],
             )
             unknown = [r[0] for r in cursor.fetchall()]
-            raise ValueError(
-                f"annotations use label(s) {unknown} that are not classes of the project; allowed: {classes}"
+            raise SnapshotDataError(
+                f"annotations use label(s) {unknown} that are not classes of the project; allowed: {classes}",
+                snapshot_annotation_id=snapshot_id,
             )
         label_idx = label_pos - 1
 
@@ -149,9 +160,10 @@ def _read_snapshot(project_id: int, with_features: bool) -> Snapshot:
     if n_classes_used < 2 and n_labelled > 0 and len(label_idx) >= 1:
         # A crowd that only ever used one class cannot identify confusions; say so
         # instead of publishing a degenerate model.
-        raise ValueError(
+        raise SnapshotDataError(
             f"all {len(label_idx)} annotations use the single class {classes[int(label_idx[0])]!r}; "
-            "inference needs labels from at least 2 classes"
+            "inference needs labels from at least 2 classes",
+            snapshot_annotation_id=snapshot_id,
         )
     data = CrowdData(
         items=tuple(str(pk) for pk in item_pks.tolist()),

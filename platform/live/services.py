@@ -1,27 +1,35 @@
 """Executing one inference run: claim → snapshot → fit (warm start) → publish.
 
 Nothing is written before the publish transaction except the run row's own
-status/progress, so a worker killed at any point leaves the last published
-results intact; the heartbeat sweep or the restarted worker then fails the run.
+status/progress/heartbeat, so a worker killed at any point leaves the last
+published results intact; the stale-heartbeat check (any live worker, the beat
+sweep, the next trigger) or the restarted worker then fails the run.
+
+A cancelled run (``results.services.run_cancel``) is no longer ``running``:
+the next progress call or heartbeat finds that and the fit stops at the next
+epoch; the run stays ``cancelled`` and publishes nothing.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
+import threading
+from contextlib import nullcontext
 from time import monotonic, perf_counter
 from typing import Any
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, connection
 
 from inference import make_model
 from inference.models import MODELS
 from results.models import InferenceRun, RunStatus
-from results.selectors import warm_start_run
+from results.selectors import project_max_annotation_id, warm_start_run
 from results.services import (
     run_claim,
     run_fail,
+    run_heartbeat,
     run_progress,
     run_publish,
     run_release,
@@ -67,18 +75,81 @@ def _model_params(name: str, params: dict[str, Any], *, project_k: int | None = 
 
 
 class RunAborted(Exception):
-    """The run row is no longer ours (failed by the sweep); stop training."""
+    """The run row is no longer ours (cancelled, or failed as stale); stop training."""
+
+
+def heartbeat_interval_s() -> float:
+    """How often a running run beats: a sixth of the stale timeout, so five
+    beats may be late before the run is taken for dead."""
+    return max(0.5, settings.INFERENCE_HEARTBEAT_TIMEOUT_S / 6)
+
+
+class RunHeartbeat:
+    """Refreshes a run's ``heartbeat_at`` from a thread of its own while the run executes.
+
+    Why a thread: the progress callback only runs inside the fit, while the
+    snapshot read, the feature computation, the final posterior and the publish
+    transaction call nothing for seconds (minutes at scale); a stale-heartbeat
+    timeout short enough to fail a killed worker's run within a minute must
+    not fail a healthy run in those phases. Torch, numpy and psycopg release
+    the GIL in their long calls and pure Python hands it over every few
+    milliseconds, so the thread keeps beating. It dies with its process, so a
+    killed worker's run goes stale.
+
+    The thread uses its own database connection (Django's are per thread) and
+    closes it when it stops. ``lost`` is set once the row is no longer ours
+    (cancelled, failed as stale): the progress callback then stops the fit.
+    During the publish transaction its UPDATE waits for the run row's lock and
+    then finds the run published; that is the end anyway.
+    """
+
+    def __init__(self, *, run_id: int, worker: str, interval_s: float | None = None) -> None:
+        self.run_id = run_id
+        self.worker = worker
+        self.interval_s = interval_s if interval_s is not None else heartbeat_interval_s()
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"run-{run_id}-heartbeat", daemon=True)
+
+    def __enter__(self) -> RunHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval_s + 30)
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.wait(self.interval_s):
+                try:
+                    ours = run_heartbeat(run_id=self.run_id, worker=self.worker)
+                except (OperationalError, InterfaceError) as exc:
+                    # The database is restarting: keep trying; the run itself will
+                    # hit the same error and retry, or recover and go on.
+                    logger.warning("run %s: heartbeat failed (%s); retrying", self.run_id, exc)
+                    connection.close()
+                    continue
+                if not ours:
+                    self.lost.set()
+                    return
+        finally:
+            connection.close()
 
 
 class _Progress:
     """``progress(epoch, total, loss)`` callback writing throttled UPDATEs + heartbeat."""
 
-    def __init__(self, run_id: int, worker: str) -> None:
+    def __init__(self, run_id: int, worker: str, heartbeat: RunHeartbeat | None = None) -> None:
         self.run_id = run_id
         self.worker = worker
+        self.heartbeat = heartbeat
         self.last = 0.0
 
     def __call__(self, epoch: int, total: int, loss: float) -> None:
+        # Every epoch: the heartbeat thread may already know the run was cancelled.
+        if self.heartbeat is not None and self.heartbeat.lost.is_set():
+            raise RunAborted(f"run {self.run_id} is no longer running on {self.worker}")
         now = monotonic()
         if now - self.last < PROGRESS_INTERVAL_S and epoch < total:
             return
@@ -157,8 +228,28 @@ def run_execute(*, run_id: int, hostname: str = "local", task_id: str = "", recl
     run = InferenceRun.objects.select_related("project").defer("checkpoint").filter(pk=run_id).first()
     if run is None:  # deleted with its project between the claim and now
         return "skipped"
+    # Inside an outer transaction (a test executing a run in its own transaction)
+    # another connection cannot see the run row, and nobody watches its heartbeat.
+    heartbeat = RunHeartbeat(run_id=run_id, worker=worker) if not connection.in_atomic_block else None
+    with heartbeat or nullcontext():
+        status = _execute_claimed(run=run, worker=worker, heartbeat=heartbeat)
+
+    if status == RunStatus.PUBLISHED:
+        purged = runs_purge_old(project_id=run.project_id)
+        logger.info("run %s published (purged %d old runs)", run_id, purged)
+        # Annotations that arrived while this run trained may already cross the threshold.
+        from .triggers import notify_new_annotations
+
+        notify_new_annotations(run.project_id)
+    return status
+
+
+def _execute_claimed(*, run: InferenceRun, worker: str, heartbeat: RunHeartbeat | None) -> str:
+    """Snapshot → fit → publish of a run this worker claimed; its final status."""
+    run_id = run.pk
     timings: dict[str, float] = {}
     started = perf_counter()
+    snapshot: adapter.Snapshot | None = None
     try:
         t = perf_counter()
         snapshot = adapter.read_snapshot(
@@ -174,7 +265,7 @@ def run_execute(*, run_id: int, hostname: str = "local", task_id: str = "", recl
         timings["load_checkpoint"] = round(perf_counter() - t, 4)
 
         t = perf_counter()
-        model.fit(snapshot.data, init=init, progress=_Progress(run_id, worker))
+        model.fit(snapshot.data, init=init, progress=_Progress(run_id, worker, heartbeat))
         timings["fit"] = round(perf_counter() - t, 4)
 
         # The model decides warm or cold from the checkpoint it was offered (see
@@ -192,6 +283,10 @@ def run_execute(*, run_id: int, hostname: str = "local", task_id: str = "", recl
         results.metrics["warm_start"] = warm
         status = run_publish(run_id=run_id, worker=worker, results=results)
     except RunAborted as exc:
+        final = InferenceRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
+        if final == RunStatus.CANCELLED:
+            logger.info("run %s: cancelled; training stopped", run_id)
+            return RunStatus.CANCELLED
         logger.warning("%s", exc)
         return "aborted"
     except (OperationalError, InterfaceError):
@@ -208,17 +303,36 @@ def run_execute(*, run_id: int, hostname: str = "local", task_id: str = "", recl
             logger.exception("run %s failed", run_id)
         timings["total"] = round(perf_counter() - started, 4)
         reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)
-        run_fail(run_id=run_id, worker=worker, error=reason, timings=timings)
+        run_fail(
+            run_id=run_id, worker=worker, error=reason, timings=timings,
+            retry_after_annotation_id=_retry_after(run, snapshot, exc),
+        )
         return RunStatus.FAILED
-
     if status == RunStatus.PUBLISHED:
-        purged = runs_purge_old(project_id=run.project_id)
-        logger.info("run %s published in %.2f s (purged %d old runs)", run_id, perf_counter() - started, purged)
-        # Annotations that arrived while this run trained may already cross the threshold.
-        from .triggers import notify_new_annotations
-
-        notify_new_annotations(run.project_id)
+        logger.info("run %s published in %.2f s", run_id, perf_counter() - started)
     return status
+
+
+def _retry_after(run: InferenceRun, snapshot: adapter.Snapshot | None, exc: Exception) -> int | None:
+    """The annotation id automatic runs must wait past after this failure, or None.
+
+    A run with the project's own settings (no ``params``: what the threshold and
+    the timer start) that failed on the data fails the same way on the same
+    annotations, e.g. when every label is one class: without this the timer
+    started a failing run every few minutes, forever. A run with custom
+    ``params`` says nothing about the automatic runs, so it holds nothing back.
+    """
+    if run.params:
+        return None
+    if snapshot is not None:
+        return snapshot.snapshot_annotation_id
+    known = getattr(exc, "snapshot_annotation_id", None)
+    if known is not None:
+        return int(known)
+    try:
+        return project_max_annotation_id(project_id=run.project_id)
+    except (OperationalError, InterfaceError):
+        return None  # the failure still gets recorded; the back-off is best effort
 
 
 def fail_runs_of_restarted_worker(*, hostname: str) -> list[int]:

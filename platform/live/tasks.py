@@ -5,12 +5,13 @@ Routed to ``settings.CELERY_INFERENCE_QUEUE`` by ``CELERY_TASK_ROUTES``.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import kombu.exceptions
 import redis.exceptions
 from celery import shared_task
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
@@ -72,6 +73,70 @@ def _limit_threads(**_kwargs: Any) -> None:
     import torch
 
     torch.set_num_threads(settings.INFERENCE_THREADS)
+
+
+class StaleRunWatchdog:
+    """Fails runs whose heartbeat went stale, from every worker's main process.
+
+    Why here and not only in the beat sweep: a killed worker's run must be
+    failed within a minute whatever name its replacement has (containers come
+    back with new host names), and the sweep runs every minute on the same
+    queue as the runs. Every live worker checks every third of
+    ``INFERENCE_HEARTBEAT_TIMEOUT_S`` from a daemon thread (one conditional
+    UPDATE; concurrent checks are harmless). The connection is closed after
+    each check so that a pool process forked meanwhile never shares it.
+    """
+
+    def __init__(self, interval_s: float | None = None) -> None:
+        self.interval_s = interval_s if interval_s is not None else max(1.0, settings.INFERENCE_HEARTBEAT_TIMEOUT_S / 3)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="stale-run-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def check(self) -> list[int]:
+        from django.db import connection
+
+        from results.services import runs_fail_stale
+
+        try:
+            failed = runs_fail_stale()
+        except (OperationalError, InterfaceError) as exc:
+            logger.warning("stale-run check: database unreachable (%s); next try in %.0f s", exc, self.interval_s)
+            return []
+        finally:
+            connection.close()
+        if failed:
+            logger.warning("failed runs whose worker stopped beating: %s", failed)
+        return failed
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.check()
+
+
+_watchdog: StaleRunWatchdog | None = None
+
+
+@worker_ready.connect
+def _start_watchdog(sender: Any = None, **_kwargs: Any) -> None:
+    global _watchdog
+    if _watchdog is None:
+        _watchdog = StaleRunWatchdog()
+        _watchdog.start()
+
+
+@worker_shutdown.connect
+def _stop_watchdog(**_kwargs: Any) -> None:
+    global _watchdog
+    if _watchdog is not None:
+        _watchdog.stop()
+        _watchdog = None
 
 
 @worker_ready.connect

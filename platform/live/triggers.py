@@ -13,7 +13,16 @@
 * ``request_run`` is "run now" (API, admin).
 
 At most one active run per project is enforced by the database (partial
-unique index), so two triggers at the same moment create one run.
+unique index), so two triggers at the same moment create one run. A running
+run whose heartbeat is stale (its worker was killed) does not count as active
+here: the trigger fails it and starts a fresh one.
+
+**Back-off.** A run that failed on its data with the project's own settings
+(e.g. every label is one class), or that was cancelled, sets
+``retry_after_annotation_id``; the threshold and the timer then count only
+annotations newer than that (as they count those newer than the last published
+run's snapshot), so the next automatic run waits for new annotations instead of
+failing again every few minutes. "Run now" is never held back.
 """
 from __future__ import annotations
 
@@ -22,6 +31,7 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -37,20 +47,37 @@ logger = logging.getLogger(__name__)
 RESEND_PENDING_AFTER_S = 60
 
 # SQL fragments over a project row ``p``, shared by the check below and by the
-# one-statement submit (``threshold_due_sql``).
-_RUN_ACTIVE_SQL = """EXISTS (SELECT 1 FROM results_inferencerun r
-               WHERE r.project_id = p.id AND r.status IN ('pending', 'running'))"""
+# one-statement submit (``threshold_due_sql``). A running run whose heartbeat is
+# stale is not active: the trigger then fails it and starts a fresh run
+# (``request_run``). The timeout is a literal: it is fixed per process.
+_RUN_ACTIVE_SQL = f"""EXISTS (SELECT 1 FROM results_inferencerun r
+               WHERE r.project_id = p.id AND (r.status = 'pending' OR (r.status = 'running'
+                 AND r.heartbeat_at >= now() - interval '{int(settings.INFERENCE_HEARTBEAT_TIMEOUT_S)} seconds')))"""
+
+# The annotation id automatic runs count from: the last published run's
+# snapshot, or a later back-off mark (a failed-on-its-data or cancelled run's
+# ``retry_after_annotation_id``), whichever is newer. Two index lookups on
+# run_project_status_idx.
+_BASELINE_SQL = """GREATEST(
+              COALESCE((SELECT r.snapshot_annotation_id FROM results_inferencerun r
+                        WHERE r.project_id = p.id AND r.status = 'published'
+                        ORDER BY r.id DESC LIMIT 1), 0),
+              COALESCE((SELECT r.retry_after_annotation_id FROM results_inferencerun r
+                        WHERE r.project_id = p.id AND r.status IN ('failed', 'cancelled')
+                          AND r.retry_after_annotation_id IS NOT NULL
+                        ORDER BY r.id DESC LIMIT 1), 0))"""
 
 
 def _new_annotations_sql(limit: str) -> str:
-    """Annotations since the last published run's snapshot, counted up to ``limit`` (SQL)."""
+    """Annotations newer than the automatic baseline (``_BASELINE_SQL``), counted up to ``limit`` (SQL)."""
     return f"""(SELECT count(*) FROM (
             SELECT 1 FROM labelling_annotation a
             WHERE a.project_id = p.id
-              AND a.id > COALESCE((SELECT r.snapshot_annotation_id FROM results_inferencerun r
-                                   WHERE r.project_id = p.id AND r.status = 'published'
-                                   ORDER BY r.id DESC LIMIT 1), 0)
+              AND a.id > {_BASELINE_SQL}
             LIMIT {limit}) AS bounded)"""
+
+
+_BASELINE_QUERY = f"SELECT {_BASELINE_SQL} FROM projects_project p WHERE p.id = %s"
 
 
 _CHECK_SQL = f"""
@@ -88,6 +115,11 @@ def request_run(
     """Create a pending run and send it after commit; None if one is already active.
     ``cold``: a full cold refit (no warm start from any earlier run)."""
     run = run_create(project=project, trigger=trigger, requested_by=requested_by, params=params, cold=cold)
+    if run is None and runs_fail_stale(project_id=project.pk):
+        # The active run's worker was killed (stale heartbeat): fail it now rather
+        # than refuse this trigger until a periodic check gets to it.
+        logger.warning("project %s: failed a run whose worker stopped beating; starting a fresh one", project.pk)
+        run = run_create(project=project, trigger=trigger, requested_by=requested_by, params=params, cold=cold)
     if run is not None:
         transaction.on_commit(partial(enqueue_run, run.pk), robust=True)
     return run
@@ -157,18 +189,20 @@ def threshold_due_sql(*, inserted_id: str) -> str:
  FROM projects_project p WHERE p.id = %(project)s)"""
 
 
+def automatic_baseline(project_id: int) -> int:
+    """The annotation id the threshold and the timer count from (see ``_BASELINE_SQL``)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_BASELINE_QUERY, [project_id])
+        row = cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
 def _timer_due(project: Project, now: Any) -> bool:
-    """Any annotation newer than the last snapshot that has waited T minutes?"""
+    """Any annotation newer than the automatic baseline that has waited T minutes?"""
     from labelling.models import Annotation
 
-    last = (
-        InferenceRun.objects.filter(project=project, status=RunStatus.PUBLISHED)
-        .order_by("-id")
-        .values_list("snapshot_annotation_id", flat=True)
-        .first()
-    )
     first_new = (
-        Annotation.objects.filter(project=project, id__gt=last or 0)
+        Annotation.objects.filter(project=project, id__gt=automatic_baseline(project.pk))
         .order_by("id")
         .values_list("created_at", flat=True)
         .first()

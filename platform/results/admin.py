@@ -1,10 +1,34 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from typing import Any
+
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from .models import AggregatedLabel, AnnotatorConfusion, CommonConfusion, GeneratedAnnotation, InferenceRun, RunStatus
+from .services import RunNotActive, run_cancel
+
+
+@admin.action(description="Cancel the selected runs (pending or running)", permissions=["change"])
+def cancel_runs(modeladmin: Any, request: HttpRequest, queryset: QuerySet[InferenceRun]) -> None:
+    cancelled: list[str] = []
+    finished: list[str] = []
+    for run in queryset.defer("checkpoint").order_by("id"):
+        try:
+            run_cancel(run=run, cancelled_by=request.user)
+        except RunNotActive as exc:
+            finished.append(f"{run.pk} ({exc.run.status})")
+        else:
+            cancelled.append(str(run.pk))
+    if cancelled:
+        modeladmin.message_user(
+            request, f"Cancelled runs {', '.join(cancelled)}; published results stay as they were.", messages.SUCCESS
+        )
+    if finished:
+        modeladmin.message_user(
+            request, f"Not active, nothing to cancel: runs {', '.join(finished)}.", messages.WARNING
+        )
 
 
 @admin.register(InferenceRun)
@@ -16,6 +40,7 @@ class InferenceRunAdmin(admin.ModelAdmin):
     list_filter = ("status", "model", "trigger", "fit_mode", "cold_refit")
     raw_id_fields = ("project", "requested_by", "warm_start_from")
     exclude = ("checkpoint",)
+    actions = [cancel_runs]
 
 
 @admin.register(AggregatedLabel)

@@ -18,6 +18,9 @@ class RunStatus(models.TextChoices):
     PUBLISHED = "published", "Published"
     FAILED = "failed", "Failed"
     DISCARDED = "discarded", "Discarded (a newer run published first)"
+    # Stopped on request (API, project page, admin): never publishes. Not active,
+    # so the partial unique index below lets a new run start at once.
+    CANCELLED = "cancelled", "Cancelled"
 
 
 class RunTrigger(models.TextChoices):
@@ -66,6 +69,16 @@ class InferenceRun(models.Model):
     worker = models.CharField(max_length=255, blank=True)
     task_id = models.CharField(max_length=255, blank=True)
     checkpoint = models.BinaryField(null=True, blank=True, editable=False)
+    # Back-off of automatic runs: a run that failed on its data with the project's
+    # own settings (e.g. every label is one class) would fail again on the same
+    # labels, and a cancelled run was stopped on purpose; the threshold and the
+    # timer then count only annotations newer than this id (``live.triggers``).
+    retry_after_annotation_id = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Automatic runs wait for annotations newer than this id (set when this run failed on its data "
+        "or was cancelled); 'Run now' is not held back.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)

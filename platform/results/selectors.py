@@ -6,6 +6,7 @@ one transaction), so a reader sees the old results or the new, never a mix.
 """
 from __future__ import annotations
 
+from django.db import connection
 from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 
 from projects.models import Project
@@ -60,6 +61,39 @@ def last_snapshot_annotation_id(*, project_id: int) -> int | None:
         .values_list("snapshot_annotation_id", flat=True)
         .first()
     )
+
+
+def project_max_annotation_id(*, project_id: int) -> int:
+    """The newest annotation id of a project (0 without any): what a run that
+    stops now has "seen", for the back-off of automatic runs."""
+    with connection.cursor() as cursor:
+        # Index-only on annotation_project_idx (project_id, id).
+        cursor.execute("SELECT COALESCE(MAX(id), 0) FROM labelling_annotation WHERE project_id = %s", [project_id])
+        return int(cursor.fetchone()[0])
+
+
+def automatic_runs_held_by(*, project_id: int) -> InferenceRun | None:
+    """The failed or cancelled run that holds automatic runs back, or None.
+
+    Such a run set ``retry_after_annotation_id``: the threshold and the timer
+    count only newer annotations (``live.triggers``). It no longer matters once
+    a newer run published (that run read at least as far).
+    """
+    holder = (
+        InferenceRun.objects.filter(
+            project_id=project_id,
+            status__in=(RunStatus.FAILED, RunStatus.CANCELLED),
+            retry_after_annotation_id__isnull=False,
+        )
+        .defer("checkpoint")
+        .order_by("-id")
+        .first()
+    )
+    if holder is None:
+        return None
+    if InferenceRun.objects.filter(project_id=project_id, status=RunStatus.PUBLISHED, id__gt=holder.pk).exists():
+        return None
+    return holder
 
 
 def warm_start_run(*, project_id: int, model: str) -> InferenceRun | None:

@@ -32,6 +32,7 @@ from .models import (
     RunStatus,
     RunTrigger,
 )
+from .selectors import project_max_annotation_id
 
 logger = logging.getLogger(__name__)
 
@@ -163,35 +164,102 @@ def run_progress(*, run_id: int, worker: str, epoch: int, total: int) -> bool:
     )
 
 
-def run_fail(*, run_id: int, error: str, worker: str | None = None, timings: dict[str, float] | None = None) -> bool:
-    """Mark an active run failed with a readable reason (only if still active/ours)."""
+def run_heartbeat(*, run_id: int, worker: str) -> bool:
+    """Refresh a running run's heartbeat; False when the run is no longer ours
+    (cancelled, or failed by the stale-heartbeat check)."""
+    return (
+        InferenceRun.objects.filter(id=run_id, status=RunStatus.RUNNING, worker=worker).update(
+            heartbeat_at=timezone.now()
+        )
+        == 1
+    )
+
+
+def run_fail(
+    *,
+    run_id: int,
+    error: str,
+    worker: str | None = None,
+    timings: dict[str, float] | None = None,
+    retry_after_annotation_id: int | None = None,
+) -> bool:
+    """Mark an active run failed with a readable reason (only if still active/ours).
+
+    ``retry_after_annotation_id``: the run failed on its data, so automatic runs
+    wait for annotations newer than this id (``live.triggers``).
+    """
     qs = InferenceRun.objects.filter(id=run_id, status__in=(RunStatus.PENDING, RunStatus.RUNNING))
     if worker is not None:
         qs = qs.filter(worker=worker)
     values: dict[str, Any] = dict(status=RunStatus.FAILED, error=error[:5000], finished_at=timezone.now())
     if timings is not None:
         values["timings"] = timings
+    if retry_after_annotation_id is not None:
+        values["retry_after_annotation_id"] = int(retry_after_annotation_id)
     return qs.update(**values) == 1
 
 
-def runs_fail_stale(*, timeout_s: int | None = None) -> list[int]:
-    """Fail running runs whose heartbeat is older than ``timeout_s`` (dead workers)."""
-    timeout = int(timeout_s if timeout_s is not None else settings.INFERENCE_RUN_TIMEOUT_S)
-    cutoff = timezone.now() - timedelta(seconds=timeout)
-    ids = list(
-        InferenceRun.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).values_list("id", flat=True)
+class RunNotActive(Exception):
+    """The run is not pending or running (any more): there is nothing to cancel."""
+
+    def __init__(self, run: InferenceRun) -> None:
+        super().__init__(f"Run {run.pk} is {run.status}, not pending or running; there is nothing to cancel.")
+        self.run = run
+
+
+@transaction.atomic
+def run_cancel(*, run: InferenceRun, cancelled_by: Any | None = None) -> InferenceRun:
+    """Cancel a pending or running run; returns it (reloaded) with status ``cancelled``.
+
+    One conditional UPDATE: a pending run can no longer be claimed (claims need
+    ``pending``), and a running run's worker finds the row no longer ``running``
+    at its next progress call or heartbeat and stops (``live.services``); its
+    publish would find the same and write nothing, so published results stay
+    as they were. Automatic runs then wait for annotations newer than those the
+    project had at the cancel: restarting the same run a minute later would
+    undo the cancel. Raises ``RunNotActive`` when the run already finished.
+    """
+    who = getattr(cancelled_by, "username", None) if getattr(cancelled_by, "is_authenticated", False) else None
+    updated = InferenceRun.objects.filter(pk=run.pk, status__in=(RunStatus.PENDING, RunStatus.RUNNING)).update(
+        status=RunStatus.CANCELLED,
+        finished_at=timezone.now(),
+        error=f"Cancelled by {who}." if who else "Cancelled.",
+        retry_after_annotation_id=project_max_annotation_id(project_id=run.project_id),
     )
-    failed = [
-        run_id
-        for run_id in ids
-        if InferenceRun.objects.filter(id=run_id, status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).update(
-            status=RunStatus.FAILED,
-            error=f"No heartbeat for {timeout} s: the worker died or hung; the run was abandoned.",
-            finished_at=timezone.now(),
+    fresh = InferenceRun.objects.defer("checkpoint").get(pk=run.pk)
+    if updated != 1:
+        raise RunNotActive(fresh)
+    logger.info("run %s cancelled%s", run.pk, f" by {who}" if who else "")
+    return fresh
+
+
+def runs_fail_stale(*, timeout_s: int | None = None, project_id: int | None = None) -> list[int]:
+    """Fail running runs whose heartbeat is older than ``timeout_s`` (default
+    ``INFERENCE_HEARTBEAT_TIMEOUT_S``): their worker was killed. Returns their ids.
+
+    A live run beats every sixth of the timeout from a thread of its own,
+    whatever phase it is in, so only a dead (or frozen) process goes stale.
+    One statement; ``SKIP LOCKED`` because a locked run row is being written
+    right now (its publish transaction, or a heartbeat): that worker is alive,
+    and a web request that checks at trigger time must not wait for it.
+    """
+    timeout = int(timeout_s if timeout_s is not None else settings.INFERENCE_HEARTBEAT_TIMEOUT_S)
+    cutoff = timezone.now() - timedelta(seconds=timeout)
+    error = f"No heartbeat for {timeout} s: the worker died (killed) or froze; the run was abandoned."
+    project_filter = "AND project_id = %s" if project_id is not None else ""
+    params: list[Any] = [RunStatus.FAILED, error, timezone.now(), RunStatus.RUNNING, cutoff]
+    if project_id is not None:
+        params.append(project_id)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""UPDATE results_inferencerun SET status = %s, error = %s, finished_at = %s
+                WHERE id IN (SELECT id FROM results_inferencerun
+                             WHERE status = %s AND heartbeat_at < %s {project_filter}
+                             FOR UPDATE SKIP LOCKED)
+                RETURNING id""",
+            params,
         )
-        == 1
-    ]
-    return failed
+        return sorted(row[0] for row in cursor.fetchall())
 
 
 def runs_fail_for_worker(*, hostname: str, reason: str) -> list[int]:

@@ -24,10 +24,16 @@
       link.textContent = "See the results";
       text.append(link);
       if (run.final_loss !== null) text.append(" · final loss " + run.final_loss.toFixed(4));
+    } else if (run.status === "cancelled") {
+      text.textContent = run.error || "Cancelled.";
+      panel.classList.add("cancelled");
     } else {
       text.textContent = run.status_display + (run.error ? ": " + run.error : "");
       panel.classList.add("failed");
     }
+    // Only an active run can be cancelled.
+    const cancel = document.getElementById("run-cancel-form");
+    if (cancel) cancel.hidden = Boolean(run.finished);
   }
 
   async function poll() {
@@ -37,8 +43,10 @@
       const run = await response.json();
       show(run);
       if (run.finished) {
-        const button = document.getElementById("run-now");
-        if (button) button.disabled = false;
+        for (const id of ["run-now", "run-cold"]) {
+          const button = document.getElementById(id);
+          if (button) button.disabled = false;
+        }
         return;
       }
       delay = 1000;

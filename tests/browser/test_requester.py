@@ -52,6 +52,33 @@ def test_upload_with_one_bad_row_shows_the_error_and_imports_nothing(new_page: C
     assert not Item.objects.filter(project=project, external_id__startswith="new-").exists()
 
 
+def test_cancel_a_run_from_the_project_page(new_page: Callable[..., Page]) -> None:
+    from results.services import run_cancel
+
+    owner = _requester()
+    project, _, _ = make_confused_crowd(owner=owner, n_items=12)
+    page = new_page(owner)
+    page.goto(f"/p/{project.pk}/")
+    page.click("#run-now")
+    expect(page.locator("#run-text")).to_contain_text("Waiting for an inference worker")
+    first = InferenceRun.objects.get(project=project)
+    # Cancelled elsewhere (API, admin) while the page follows it: the poller says so and hides the button.
+    run_cancel(run=first)
+    expect(page.locator("#run-text")).to_contain_text("Cancelled", timeout=20_000)
+    expect(page.locator("#run-cancel")).to_be_hidden()
+    expect(page.locator("#run-now")).to_be_enabled()
+    # The button itself: queue a run and cancel it from the page.
+    page.click("#run-now")
+    second = InferenceRun.objects.filter(project=project).exclude(pk=first.pk).get()
+    page.click("#run-cancel")
+    expect(page.locator(".msg-success")).to_contain_text(f"Run {second.pk} cancelled")
+    expect(page.locator("#run-held")).to_contain_text("was cancelled")
+    page.screenshot(path=str(ARTIFACTS / "project-run-cancelled.png"), full_page=True)
+    second.refresh_from_db()
+    assert second.status == RunStatus.CANCELLED and second.error == f"Cancelled by {owner.username}."
+    assert run_execute(run_id=second.pk) == "skipped"  # a cancelled pending run never starts
+
+
 def test_run_now_progress_then_csv_download_matches_the_database(new_page: Callable[..., Page]) -> None:
     owner = _requester()
     project, _, _ = make_confused_crowd(owner=owner, n_items=40)

@@ -162,3 +162,61 @@ def test_run_now_rejects_unknown_or_bad_hyper_parameters(project: Any, client_fo
     nul = client.post(url, {"params": {"\u0000": "\u0000"}}, format="json")
     assert nul.status_code == 400
     assert not InferenceRun.objects.filter(project=project).exists()
+
+
+def test_cancel_permissions_conflicts_and_published_results(
+    project: Any, published: InferenceRun, assert_matrix: Any, client_for: Any, requester: Any, other_requester: Any
+) -> None:
+    before = list(published.labels.order_by("item_id").values_list("item_id", "label", "confidence"))
+    run = run_create(project=project)
+    assert run is not None and run_claim(run_id=run.pk, worker="w@h/1")
+    url = f"/api/projects/{project.pk}/runs/{run.pk}/cancel/"
+    responses = assert_matrix(
+        "post", url,
+        {"anonymous": 401, "annotator": 403, "outsider": 404, "other_requester": 404, "owner": 200, "admin": 409},
+    )
+    body = responses["owner"].json()
+    assert body["id"] == run.pk and body["status"] == "cancelled" and body["error"] == "Cancelled by requester."
+    assert body["finished_at"] is not None and body["retry_after_annotation_id"] is not None
+    conflict = responses["admin"].json()
+    assert "nothing to cancel" in conflict["detail"] and conflict["run"]["status"] == "cancelled"
+    # A published run cannot be cancelled; its results stay.
+    finished = client_for(requester).post(f"/api/projects/{project.pk}/runs/{published.pk}/cancel/")
+    assert finished.status_code == 409 and finished.json()["run"]["status"] == "published"
+    assert list(published.labels.order_by("item_id").values_list("item_id", "label", "confidence")) == before
+    # Runs of another project, or no run at all: 404.
+    from tests.platform.factories import ProjectFactory
+
+    elsewhere = ProjectFactory(owner=other_requester, name="Elsewhere")
+    theirs = run_create(project=elsewhere)
+    assert theirs is not None
+    assert client_for(requester).post(f"/api/projects/{project.pk}/runs/{theirs.pk}/cancel/").status_code == 404
+    assert client_for(requester).post(f"/api/projects/{project.pk}/runs/999999/cancel/").status_code == 404
+    theirs.refresh_from_db()
+    assert theirs.status == RunStatus.PENDING
+    # GET is not a way to cancel.
+    assert client_for(requester).get(url).status_code == 405
+
+
+def test_a_cancelled_pending_run_never_starts(
+    project: Any, published: InferenceRun, client_for: Any, requester: Any
+) -> None:
+    from live.services import run_execute
+
+    run = run_create(project=project)
+    assert run is not None
+    response = client_for(requester).post(f"/api/projects/{project.pk}/runs/{run.pk}/cancel/")
+    assert response.status_code == 200
+    assert run_execute(run_id=run.pk) == "skipped"
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED and run.started_at is None and not run.labels.exists()
+    # Not active: "run now" starts a new run at once.
+    assert client_for(requester).post(f"/api/projects/{project.pk}/runs/", {}, format="json").status_code == 202
+
+
+def test_cancel_is_in_the_schema(client_for: Any, requester: Any) -> None:
+    schema = client_for(requester).get("/api/schema/", {"format": "json"}).json()
+    operation = schema["paths"]["/api/projects/{project_pk}/runs/{run_pk}/cancel/"]["post"]
+    assert set(operation["responses"]) >= {"200", "404", "409"} and operation["tags"] == ["inference"]
+    assert "requestBody" not in operation
+    assert "cancelled" in schema["components"]["schemas"]["StatusEnum"]["enum"]

@@ -55,6 +55,19 @@ def test_run_now_post(project: Project, web_matrix: Callable[..., Any]) -> None:
     assert project.runs.count() == 1  # the admin's click found the owner's run active
 
 
+def test_run_cancel_post(project: Project, web_matrix: Callable[..., Any]) -> None:
+    run = run_create(project=project)
+    assert run is not None
+    url = reverse("front:run-cancel", args=[project.pk, run.pk])
+    web_matrix("post", url, {"anonymous": "login", "annotator": 403, "outsider": 404, "other_requester": 404})
+    run.refresh_from_db()
+    assert run.status == "pending"  # nobody above could cancel it
+    web_matrix("get", url, {"owner": 405})
+    web_matrix("post", url, {"owner": 302, "admin": 302})
+    run.refresh_from_db()
+    assert run.status == "cancelled"
+
+
 def test_owner_posts_refused_to_others(project: Project, web_matrix: Callable[..., Any]) -> None:
     refused = {"anonymous": "login", "annotator": 403, "outsider": 404, "other_requester": 404}
     for name in ("front:project-edit", "front:project-upload", "front:project-crowd", "front:project-members"):

@@ -218,6 +218,29 @@ def test_run_now_as_a_full_cold_refit(project: Project, requester: Any, outsider
     assert InferenceRun.objects.get(project=project).cold_refit is True
 
 
+def test_cancel_from_the_project_page(project: Project, requester: Any, web_client_for: Callable[..., Client]) -> None:
+    client = web_client_for(requester)
+    page = client.post(reverse("front:run-now", args=[project.pk]), follow=True).content.decode()
+    run = InferenceRun.objects.get(project=project)
+    cancel_url = reverse("front:run-cancel", args=[project.pk, run.pk])
+    assert f'action="{cancel_url}"' in page and 'id="run-cancel"' in page
+    # The page's JavaScript lives in static/js/run.js: the button is a plain form.
+    assert "onclick" not in page
+    response = client.post(cancel_url, follow=True)
+    html = response.content.decode()
+    assert f"Run {run.pk} cancelled" in html and 'id="run-cancel"' not in html
+    assert 'id="run-held"' in html and "was cancelled" in html and "Cancelled by requester." in html
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED
+    status = client.get(reverse("front:run-status", args=[project.pk, run.pk])).json()
+    assert status["status"] == "cancelled" and status["finished"] is True
+    # Again: nothing to cancel, said politely, nothing changes.
+    again = client.post(cancel_url, follow=True).content.decode()
+    assert "nothing to cancel" in again
+    # Another project's run through this project's URL: 404.
+    assert client.post(reverse("front:run-cancel", args=[project.pk, 999_999])).status_code == 404
+
+
 # ---------------------------------------------------------------------------- results, export, dashboards
 
 

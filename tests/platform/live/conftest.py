@@ -50,10 +50,16 @@ CLASSES = [{"name": "cat", "key": "1"}, {"name": "dog", "key": "2"}, {"name": "b
 class Worker:
     """A celery worker subprocess that can be SIGKILLed and restarted."""
 
-    def __init__(self, database_name: str) -> None:
+    def __init__(self, database_name: str, name: str = WORKER_NAME, heartbeat_timeout_s: int | None = 3600) -> None:
         self.database_name = database_name
+        self.name = name  # the node name: a replacement container comes back with another one
+        # Every worker fails stale runs of its database (live.tasks.StaleRunWatchdog).
+        # The session's worker outlives these tests and would race the tests that
+        # make runs stale on purpose and fail them themselves, so it waits an hour;
+        # None keeps the production default (the replacement-worker test).
+        self.heartbeat_timeout_s = heartbeat_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = REPO / "test-artifacts" / f"live-worker-{os.getpid()}.log"
+        self.log_path = REPO / "test-artifacts" / f"live-worker-{os.getpid()}-{name.split('@')[0]}.log"
         self.log_path.parent.mkdir(exist_ok=True)
 
     def env(self) -> dict[str, str]:
@@ -66,13 +72,16 @@ class Worker:
             INFERENCE_THREADS="1",
             PYTHONPATH=os.pathsep.join([str(REPO / "platform"), str(REPO)]),
         )
+        env.pop("INFERENCE_HEARTBEAT_TIMEOUT_S", None)
+        if self.heartbeat_timeout_s is not None:
+            env["INFERENCE_HEARTBEAT_TIMEOUT_S"] = str(self.heartbeat_timeout_s)
         return env
 
     def start(self) -> None:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "crowdlab", "worker", "-Q", QUEUE, "--concurrency", "1",
-             "-P", "prefork", "-n", WORKER_NAME, "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+             "-P", "prefork", "-n", self.name, "--loglevel", "INFO", "--without-gossip", "--without-mingle",
              "--without-heartbeat"],
             cwd=REPO / "platform",
             env=self.env(),
@@ -86,7 +95,7 @@ class Worker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc is not None and self.proc.poll() is None, f"worker exited; see {self.log_path}"
-            replies = celery_app.control.ping(destination=[WORKER_NAME], timeout=0.5) or []
+            replies = celery_app.control.ping(destination=[self.name], timeout=0.5) or []
             if replies:
                 return
             time.sleep(0.5)

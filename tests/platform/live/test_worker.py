@@ -5,6 +5,7 @@ tests wait (bounded) for the database to show the outcome.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -202,3 +203,102 @@ def test_transient_database_error_is_retried_and_the_run_completes(
     assert run.status == RunStatus.PUBLISHED, run.error
     assert AggregatedLabel.objects.filter(run_id=run_id).count() == 30
     assert "retry" in live_worker.log_path.read_text(errors="replace").lower()
+
+
+def _labels_of(run_id: int) -> list[tuple[int, str, float]]:
+    return list(
+        AggregatedLabel.objects.filter(run_id=run_id).order_by("item_id").values_list("item_id", "label", "confidence")
+    )
+
+
+def _start_endless_run(owner: Any, project: Any) -> int:
+    """A deliberately endless EM (no early stop); returns its id once it trains."""
+    slow = owner.post(f"/api/projects/{project.pk}/runs/", {"params": {"n_iter": 10_000_000, "tol": 0}}, format="json")
+    assert slow.status_code == 202, slow.content
+    slow_id = slow.json()["id"]
+
+    def training() -> bool:
+        run = InferenceRun.objects.defer("checkpoint").get(pk=slow_id)
+        return run.status == RunStatus.RUNNING and run.progress_epoch > 0
+
+    wait_for(training, timeout=60, what="the endless run to report progress")
+    return slow_id
+
+
+def test_killed_worker_run_fails_within_a_minute_whatever_the_replacements_name(
+    live_worker: Worker, live_owner: Any, client_for: Any
+) -> None:
+    """Containers come back with new host names: the replacement cannot recognise
+    its predecessor's runs by node name, the stale heartbeat tells instead."""
+    project, *_ = make_crowd_project(owner=live_owner, n_items=30, name="Replaced crowd")
+    owner = client_for(live_owner)
+    first = owner.post(f"/api/projects/{project.pk}/runs/", {}, format="json").json()
+    wait_run(first["id"], (RunStatus.PUBLISHED,), timeout=90)
+    published_before = _labels_of(first["id"])
+    slow_id = _start_endless_run(owner, project)
+
+    live_worker.kill()  # SIGKILL, main process and pool child
+    killed_at = time.monotonic()
+    # Production settings (INFERENCE_HEARTBEAT_TIMEOUT_S unset: 30 s), another node name.
+    replacement = Worker(
+        live_worker.database_name, name=f"replacement_{os.getpid()}@another-host", heartbeat_timeout_s=None
+    )
+    try:
+        replacement.start()
+        remaining = 60 - (time.monotonic() - killed_at)
+        dead = wait_run(slow_id, (RunStatus.FAILED,), timeout=remaining)
+        assert time.monotonic() - killed_at <= 60
+        assert "No heartbeat for 30 s" in dead.error
+        # Published results untouched throughout.
+        assert latest_published_run(project).pk == first["id"] and _labels_of(first["id"]) == published_before
+        assert not AggregatedLabel.objects.filter(run_id=slow_id).exists()
+        # The next trigger starts a fresh run, which the replacement executes.
+        again = owner.post(f"/api/projects/{project.pk}/runs/", {}, format="json")
+        assert again.status_code == 202, again.content
+        wait_run(again.json()["id"], (RunStatus.PUBLISHED,), timeout=90)
+        assert InferenceRun.objects.get(pk=again.json()["id"]).worker.startswith("replacement_")
+    finally:
+        replacement.stop()
+
+
+def test_cancel_a_pending_run_and_a_training_run_with_a_real_worker(
+    live_worker: Worker, live_owner: Any, client_for: Any
+) -> None:
+    project, *_ = make_crowd_project(owner=live_owner, n_items=30, name="Cancel crowd")
+    owner = client_for(live_owner)
+    runs_url = f"/api/projects/{project.pk}/runs/"
+
+    # Pending, cancelled before any worker claims it: it never starts.
+    live_worker.stop()
+    queued = owner.post(runs_url, {}, format="json").json()
+    cancelled = owner.post(f"{runs_url}{queued['id']}/cancel/")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    live_worker.start()
+    wait_for(lambda: f"run {queued['id']}: not pending" in live_worker.log_path.read_text(errors="replace"),
+             timeout=60, what="the worker to receive the cancelled run's message")
+    never = InferenceRun.objects.get(pk=queued["id"])
+    assert never.status == RunStatus.CANCELLED and never.started_at is None and never.worker == ""
+
+    # Running: the worker stops at its next epoch, the run ends cancelled and
+    # the published results stay as they were.
+    first = owner.post(runs_url, {}, format="json")
+    assert first.status_code == 202, first.content  # a cancelled run is not active
+    first_id = first.json()["id"]
+    wait_run(first_id, (RunStatus.PUBLISHED,), timeout=90)
+    published_before = _labels_of(first_id)
+    slow_id = _start_endless_run(owner, project)
+    response = owner.post(f"{runs_url}{slow_id}/cancel/")
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "cancelled" and response.json()["error"] == "Cancelled by live_owner."
+    wait_for(lambda: f"run {slow_id}: cancelled; training stopped" in live_worker.log_path.read_text(errors="replace"),
+             timeout=30, what="the worker to stop training")
+    run = InferenceRun.objects.get(pk=slow_id)
+    assert run.status == RunStatus.CANCELLED and not AggregatedLabel.objects.filter(run_id=slow_id).exists()
+    assert latest_published_run(project).pk == first_id and _labels_of(first_id) == published_before
+    labels = _api_labels(owner, project)
+    assert len(labels) == 30
+    # Cancelling again is a conflict; the worker is free for the next run at once.
+    assert owner.post(f"{runs_url}{slow_id}/cancel/").status_code == 409
+    again = owner.post(runs_url, {}, format="json")
+    assert again.status_code == 202, again.content
+    wait_run(again.json()["id"], (RunStatus.PUBLISHED,), timeout=90)

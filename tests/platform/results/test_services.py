@@ -156,3 +156,41 @@ def test_sweep_starts_a_timer_run_and_fails_stale_ones(requester: Any) -> None:
     assert sweep()["failed"] == [run.pk]
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
+
+
+def test_the_stale_check_skips_a_run_row_being_written_and_never_waits(requester: Any) -> None:
+    """A locked run row is being published (or beating) right now: its worker is
+    alive, and a web request checking at trigger time must not wait on it."""
+    import threading
+    import time
+
+    from django.db import connection, transaction
+
+    project, *_ = make_crowd_project(owner=requester, n_items=4)
+    run = run_create(project=project)
+    assert run is not None and run_claim(run_id=run.pk, worker="publishing/1")
+    InferenceRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=120))
+    locked, release = threading.Event(), threading.Event()
+
+    def publisher() -> None:
+        try:
+            with transaction.atomic():
+                InferenceRun.objects.select_for_update().filter(pk=run.pk).first()
+                locked.set()
+                release.wait(timeout=30)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=publisher)
+    thread.start()
+    try:
+        assert locked.wait(timeout=10)
+        started = time.monotonic()
+        assert runs_fail_stale(timeout_s=60) == []
+        assert runs_fail_stale(timeout_s=60, project_id=project.pk) == []
+        assert time.monotonic() - started < 2
+    finally:
+        release.set()
+        thread.join(timeout=30)
+    assert runs_fail_stale(timeout_s=60, project_id=project.pk + 1) == []
+    assert runs_fail_stale(timeout_s=60, project_id=project.pk) == [run.pk]

@@ -19,7 +19,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--timeout", type=int, default=None,
-            help="Heartbeat age in seconds after which a running run is dead (default: INFERENCE_RUN_TIMEOUT_S).",
+            help="Heartbeat age in seconds after which a running run is dead (default: INFERENCE_HEARTBEAT_TIMEOUT_S).",
         )
         parser.add_argument(
             "--all-running", action="store_true",
