@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import socket
 import statistics
 import subprocess
@@ -38,6 +39,8 @@ os.environ["DATABASE_URL"] = BENCH_URL
 os.environ["CELERY_BROKER_URL"] = "memory://"  # seeding must not enqueue inference anywhere
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crowdlab.settings")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
+# DEBUG stays off as in production, which needs a key: a throwaway one per run.
+os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
 
 CLASSES = [f"class{index}" for index in range(8)]
 FORMATS = ("csv", "json", "jsonl")

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -521,6 +522,8 @@ def main() -> None:
     os.environ["CELERY_BROKER_URL"] = f"redis://127.0.0.1:6379/{args.redis_db}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crowdlab.settings")
     os.environ["LOG_LEVEL"] = "WARNING"
+    # DEBUG stays off as in production, which needs a key: a throwaway one per run.
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
     os.environ["CELERY_INFERENCE_QUEUE"] = f"bench_live_{os.getpid()}"  # the worker's queue (Services)
     recreate_database(args.db)
     if args.chain:

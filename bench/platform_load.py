@@ -35,6 +35,7 @@ import json
 import os
 import re
 import shutil
+import secrets
 import signal
 import socket
 import statistics
@@ -613,6 +614,8 @@ def main() -> None:
         **os.environ,
         "DATABASE_URL": url,
         "DEBUG": "false",
+        # DEBUG off as in production needs a key: a throwaway one per run.
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50),
         "LOG_LEVEL": "ERROR",
         # The live-inference trigger may enqueue a run: keep it on a queue and
         # Redis DB nobody else consumes.

@@ -19,6 +19,7 @@ os.environ["DATABASE_URL"] = os.environ.get("BENCH_DATABASE_URL", "postgres://po
 os.environ["DEBUG"] = "false"; os.environ["LOG_LEVEL"] = "ERROR"
 os.environ["CELERY_BROKER_URL"] = "redis://127.0.0.1:6379/14"; os.environ["CELERY_INFERENCE_QUEUE"] = "perf-bench"
 os.environ["DJANGO_SETTINGS_MODULE"] = "crowdlab.settings"
+import secrets; os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))  # DEBUG off needs a key: a throwaway one
 import django; django.setup()
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import platform_load

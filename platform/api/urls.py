@@ -17,7 +17,7 @@ urlpatterns += [
 ]
 
 # Core: projects, members, items, next task, annotations, statistics (owned by "core"; see api/views.py).
-from api import hot, views  # noqa: E402
+from api import hot, views, views_auth  # noqa: E402
 
 router = DefaultRouter()
 router.register("projects", views.ProjectViewSet, basename="project")
@@ -38,7 +38,7 @@ project_urls = [
 ]
 
 urlpatterns += [
-    path("auth/token/", views.TokenView.as_view(), name="token"),
+    path("auth/token/", views_auth.TokenView.as_view(), name="token"),
     path("projects/<int:project_pk>/", include(project_urls)),
     path("", include(router.urls)),
 ]

@@ -14,12 +14,9 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema, extend_schema_view
-from rest_framework import generics, serializers, status, viewsets
-from rest_framework.authtoken.serializers import AuthTokenSerializer
-from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework import generics, status, viewsets
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import FormParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -36,9 +33,7 @@ from projects.roles import can_manage_project
 from . import payloads
 from .authentication import FastTokenAuthentication
 from .filters import AnnotationFilter, ItemFilter, ProjectFilter
-from .parsers import JSONParser
 from .permissions import IsProjectMember, IsProjectOwnerMemberOrAdmin, IsProjectOwnerOrAdmin, IsRequester
-from .schema import ValidationErrorSerializer
 from .serializers import (
     AnnotationDetailSerializer,
     AnnotationSerializer,
@@ -51,7 +46,6 @@ from .serializers import (
     MemberAddSerializer,
     MemberSerializer,
     ProjectSerializer,
-    StrictJSONMixin,
     TaskSerializer,
 )
 
@@ -75,41 +69,6 @@ def service_errors() -> Iterator[None]:
     except DjangoValidationError as error:
         detail: Any = error.message_dict if hasattr(error, "error_dict") else error.messages
         raise ValidationError(detail) from None
-
-
-class TokenRequestSerializer(StrictJSONMixin, AuthTokenSerializer):
-    """DRF's credentials check, with JSON types enforced and lengths documented."""
-
-    username = serializers.CharField(max_length=150, write_only=True)
-    password = serializers.CharField(
-        max_length=4096, write_only=True, trim_whitespace=False, style={"input_type": "password"}
-    )
-
-
-class TokenSerializer(serializers.Serializer):
-    token = serializers.CharField(help_text="Send it as `Authorization: Token <token>`.")
-
-
-@extend_schema(
-    summary="Exchange a username and password for an API token",
-    request={"application/json": TokenRequestSerializer, "application/x-www-form-urlencoded": TokenRequestSerializer},
-    responses={
-        200: TokenSerializer,
-        400: OpenApiResponse(
-            ValidationErrorSerializer, description="Missing fields or wrong credentials (`non_field_errors`)."
-        ),
-    },
-    auth=[],
-)
-class TokenView(ObtainAuthToken):
-    """DRF's token view, reading JSON through the project's depth-limited parser
-    (DRF's own view hard-codes DRF's JSON parser, whose recursion made 100,000
-    nested brackets a 500 for anyone) and plain form posts. The credentials are
-    in the body, so no authentication runs: a stale token header is no error."""
-
-    parser_classes = [JSONParser, FormParser]
-    authentication_classes: list[Any] = []
-    serializer_class = TokenRequestSerializer
 
 
 def _project_view(*, many: bool) -> PolymorphicProxySerializer:

@@ -6,6 +6,7 @@ it accepts, so a typo in a deployment never silently falls back to a default.
 from __future__ import annotations
 
 import os
+import re
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -86,3 +87,61 @@ def env_broker(name: str, default: str) -> str:
             f"{name} uses scheme {scheme!r}; allowed: {', '.join(sorted(allowed))}."
         )
     return url
+
+
+# Keys that shipped with crowdlab (the old settings default, the compose
+# file's and the Docker build's placeholders): anyone can read them, so a
+# deployment signing sessions with one of them signs nothing.
+DEVELOPMENT_SECRET_KEY = "dev-only-insecure-secret-key-change-me"
+KNOWN_DEVELOPMENT_KEYS = frozenset({DEVELOPMENT_SECRET_KEY, "change-me-in-production", "build-only"})
+# Django's startproject writes keys with this prefix and calls them insecure itself.
+_INSECURE_PREFIX = "django-insecure-"
+MAKE_SECRET_KEY = "python3 -c 'import secrets; print(secrets.token_urlsafe(50))'"
+
+
+def env_secret_key(name: str, *, debug: bool) -> str:
+    """The signing key; with ``debug`` off it must be set and not a published one.
+
+    Development (``DEBUG=1``) falls back to a fixed development key, so a
+    developer needs nothing set; production never does: a guessable key lets
+    anyone forge sessions, password-reset links and signed values.
+    """
+    value = os.environ.get(name, "").strip()
+    published = value in KNOWN_DEVELOPMENT_KEYS or value.startswith(_INSECURE_PREFIX)
+    if value and not published:
+        return value
+    if debug:
+        return value or DEVELOPMENT_SECRET_KEY
+    problem = (
+        f"{name} is not set"
+        if not value
+        else f"{name} is one of the published development keys (crowdlab's own, or a {_INSECURE_PREFIX} key)"
+    )
+    raise ImproperlyConfigured(
+        f"{problem} and DEBUG is off: crowdlab does not start without a private key, since anyone who knows the "
+        f"key can forge sessions. Make one with  {MAKE_SECRET_KEY}  and set {name} to it (keep it private and "
+        "stable: changing it logs everyone out). For local development, set DEBUG=1 instead."
+    )
+
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+$")
+
+
+def env_proxy_ssl_header(name: str) -> tuple[str, str] | None:
+    """``X-Forwarded-Proto`` (value ``https``) or ``Header-Name: value`` → Django's
+    ``SECURE_PROXY_SSL_HEADER`` tuple; unset or empty → None (no proxy trusted).
+
+    Only set it behind a proxy that always sets or strips this header: a client
+    reaching the server directly could otherwise claim HTTPS.
+    """
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    header, _, expected = value.partition(":")
+    header, expected = header.strip(), expected.strip() or "https"
+    if not _HEADER_NAME.match(header):
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not a header; use a header name such as X-Forwarded-Proto (its value must then "
+            "be https), or 'Header-Name: value'."
+        )
+    return "HTTP_" + header.upper().replace("-", "_"), expected

@@ -6,15 +6,28 @@ services a developer machine and CI have). ``DATABASE_URL=sqlite:///...`` and
 """
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
-from .env import env_bool, env_broker, env_database, env_int, env_list, env_str
+from csp.constants import NONE, SELF
+
+from .env import (
+    env_bool,
+    env_broker,
+    env_database,
+    env_int,
+    env_list,
+    env_proxy_ssl_header,
+    env_secret_key,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent  # repository root
 
 DEBUG = env_bool("DEBUG", False)
-# The default key only suits development; deployments set SECRET_KEY.
-SECRET_KEY = env_str("SECRET_KEY", "dev-only-insecure-secret-key-change-me")
+# Required with DEBUG off (a published key lets anyone forge sessions); the
+# test suite (pyproject.toml), `manage.py demo` and the benchmarks set their own.
+SECRET_KEY = env_secret_key("SECRET_KEY", debug=DEBUG)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", ["http://localhost:8000", "http://127.0.0.1:8000"])
 
@@ -33,6 +46,8 @@ INSTALLED_APPS = [
     # Swagger UI and ReDoc as static files: /api/docs/ and /api/redoc/ work offline.
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "csp",
+    "axes",
     "projects",
     "labelling",
     "results",
@@ -56,6 +71,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "crowdlab.middleware.ContentSecurityPolicyMiddleware",
+    # Last, as django-axes asks: it turns a login refused for too many failures into a 429.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "crowdlab.urls"
@@ -96,7 +114,16 @@ DATABASES["default"]["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME", "test_crow
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+AUTHENTICATION_BACKENDS = [
+    # First: a client locked out for too many failures is refused before its
+    # password is even checked, so the right password does not get it in either.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
@@ -140,7 +167,66 @@ ITEM_FEATURES_MAX_LENGTH = env_int("ITEM_FEATURES_MAX_LENGTH", 10_000, minimum=1
 # A project's markdown ``instructions`` (characters), rendered on every labelling page.
 PROJECT_INSTRUCTIONS_MAX_LENGTH = env_int("PROJECT_INSTRUCTIONS_MAX_LENGTH", 100_000, minimum=1)
 
+# --------------------------------------------------------------------------- security
+#
+# Behind HTTPS (a TLS-terminating proxy in front of gunicorn, as docker/compose.yaml
+# assumes) turn these on; all default off so that plain-HTTP development works.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# The header by which the proxy says the client used HTTPS ("X-Forwarded-Proto").
+SECURE_PROXY_SSL_HEADER = env_proxy_ssl_header("SECURE_PROXY_SSL_HEADER")
+# How many proxies append to X-Forwarded-For in front of the server: the
+# client's address (for the login limits) is that many entries from the right.
+# 0: the TCP peer is the client and X-Forwarded-For, which anyone can write, is ignored.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
+
+# Content-Security-Policy on every response (django-csp): the site's own
+# scripts and styles only, no inline script or style attribute, no plugins, no
+# framing. Item images and audio may come from any http(s) URL a requester
+# imported (the labelling page shows them); data: images are Swagger UI's icons.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:", "https:", "http:"],
+        "media-src": [SELF, "https:", "http:"],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+
+# Login limits (django-axes, failures kept in the database so that every
+# gunicorn worker sees them): LOGIN_FAILURE_LIMIT failed logins from one IP
+# address, or for one username, lock that address or username out of /login/,
+# /admin/login/ and POST /api/auth/token/ for LOGIN_LOCKOUT_SECONDS after the
+# latest attempt (429 with Retry-After). An attempt while locked out, even with
+# the right password, is refused and restarts the wait. A successful login does
+# not reset the counts: with the IP address counted too, it would let anyone
+# holding one account wipe their address's failures between guesses.
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("LOGIN_LOCKOUT_SECONDS", 900, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_ON_SUCCESS = False
+AXES_CLIENT_IP_CALLABLE = "crowdlab.lockout.client_ip"
+AXES_LOCKOUT_CALLABLE = "crowdlab.lockout.lockout_response"
+# Failed attempts are what the limits need; a row per successful login is not.
+AXES_DISABLE_ACCESS_LOG = True
+# No start-up banner on every manage.py command; lockouts are still logged.
+AXES_VERBOSE = False
+
 REST_FRAMEWORK = {
+    # Proxies in front of the server (TRUSTED_PROXY_COUNT above): never None,
+    # which would make DRF trust a client-written X-Forwarded-For as it is.
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",

@@ -36,6 +36,7 @@ from labelling.services import (
     next_task,
 )
 from live.triggers import new_annotations_count, request_run
+from projects.images import ImageRejected, image_type_of
 from projects.importing import ImportValidationError, crowd_import, items_import
 from projects.models import Item, ItemKind, Project
 from projects.roles import is_requester
@@ -291,7 +292,21 @@ def item_media(request: HttpRequest, project_id: int, item_id: int) -> FileRespo
     item = Item.objects.filter(project=project, pk=item_id).first()
     if item is None or not item.image:
         raise Http404("No such image.")
-    return FileResponse(item.image.open("rb"))
+    handle = item.image.open("rb")
+    try:
+        # The type comes from the bytes, never from the stored name: files
+        # uploaded before names were chosen by the server kept the client's
+        # (an .html or .svg among them). Anything else is not served.
+        kind = image_type_of(handle, verify=False)
+    except ImageRejected:
+        handle.close()
+        raise Http404("This item's file is not an image crowdlab serves.") from None
+    response = FileResponse(handle, content_type=kind.content_type, filename=f"item-{item.pk}{kind.extension}")
+    # FileResponse writes "inline; filename=..." for a filename without as_attachment.
+    response["X-Content-Type-Options"] = "nosniff"
+    # Opened on its own, the file gets a document with no rights at all.
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response
 
 
 # ---------------------------------------------------------------------------- requesters

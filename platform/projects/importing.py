@@ -17,6 +17,7 @@ import io
 import json
 import math
 import re
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from crowdlab import jsonlimits
 
 from labelling.models import Annotation, AnnotationSource
 
+from .images import ALLOWED_IMAGE_LABELS, ImageRejected, image_type_of
 from .models import Item, ItemKind, Membership, Project
 
 MAX_ITEMS_PER_REQUEST = 100_000
@@ -851,7 +853,12 @@ def item_create_with_file(
 ) -> Item:
     """Create one image item from an uploaded file (the bulk import takes URLs).
 
-    The same limits as the bulk import: every problem is a row-1 error naming the field."""
+    The same limits as the bulk import: every problem is a row-1 error naming the field.
+    The file must be a PNG, JPEG, GIF or WebP image *by its bytes* (Pillow
+    reads it); the client's declared content type and file name are ignored,
+    and the file is stored under a name of the server's choosing with the
+    extension of the verified type (``front.views.item_media`` serves it).
+    """
     errors = _ErrorCollector()
     limits = _Limits.current()
     external_id = (external_id or "").strip() if isinstance(external_id, str) else ""
@@ -875,9 +882,12 @@ def item_create_with_file(
     if gold not in (None, "") and gold not in project.class_names:
         errors.add(1, "gold", f"{gold!r} is not a class of this project; allowed: {', '.join(project.class_names)}.")
     errors.raise_if_any()
-    content_type = getattr(image, "content_type", "") or ""
-    if not content_type.startswith("image/"):
-        raise ImportValidationError([RowError(1, "image", f"must be an image file, got {content_type or 'unknown type'!r}.")])
+    try:
+        kind = image_type_of(image)
+    except ImageRejected as rejected:
+        raise ImportValidationError(
+            [RowError(1, "image", f"the uploaded file {rejected}; allowed types: {ALLOWED_IMAGE_LABELS} (SVG is not accepted).")]
+        ) from None
     if Item.objects.filter(project=project, external_id=external_id).exists():
         raise ImportValidationError([RowError(1, "external_id", f"{external_id!r} already exists in this project.")])
     item = Item(
@@ -888,7 +898,8 @@ def item_create_with_file(
         gold_label=gold or None,
         data=data,
     )
-    item.image.save(image.name or f"{external_id}.img", image, save=False)
+    # A random name: nothing of the client's name reaches the disk or the URL.
+    item.image.save(f"{uuid.uuid4().hex}{kind.extension}", image, save=False)
     item.save()
     return item
 

@@ -8,6 +8,7 @@ are plain synchronous ones, hence ``DJANGO_ALLOW_ASYNC_UNSAFE``.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -53,17 +54,51 @@ def _fast_password_hasher(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+# Every page records what the Content-Security-Policy refused (Playwright's
+# init scripts run outside the page's CSP); ``csp_violations(page)`` reads it.
+CSP_RECORDER = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.__cspViolations.push(event.violatedDirective + " " + (event.blockedURI || "inline"));
+});
+"""
+
+
+def csp_violations(page: Page) -> list[str]:
+    return page.evaluate("window.__cspViolations || []")
+
+
+# Chromium's console line for a refusal quotes the directive: a refused script
+# or style means the page's own code broke under the policy. (Images are left
+# out: the ReDoc page's own policy refuses its vendor's logo on purpose.)
+_CODE_REFUSAL = re.compile(r"Content Security Policy directive:? [\"'](script|style|default|worker)-src")
+
+
+def watch_csp(page: Page, refused: list[str]) -> None:
+    """Record the page's CSP refusals: all of them in the page (per document,
+    ``csp_violations``), and refused scripts and styles from the console into
+    ``refused`` (across navigations)."""
+    page.add_init_script(CSP_RECORDER)
+    page.on("console", lambda message: refused.append(message.text) if _CODE_REFUSAL.search(message.text) else None)
+
+
 @pytest.fixture
 def new_page(browser: Browser, live_server: Any) -> Iterator[Callable[..., Page]]:
     """``new_page(user=None, **context_options)`` → a page in a fresh context,
-    logged in as ``user`` through the login form when given."""
+    logged in as ``user`` through the login form when given.
+
+    Every page works under crowdlab's Content-Security-Policy: a test whose
+    pages had a script or style refused by it (inline code, a foreign file)
+    fails at teardown, with what was refused."""
     contexts: list[BrowserContext] = []
+    refused: list[str] = []
 
     def make(user: Any | None = None, **options: Any) -> Page:
         context = browser.new_context(base_url=live_server.url, accept_downloads=True, **options)
         context.set_default_timeout(15_000)
         contexts.append(context)
         page = context.new_page()
+        watch_csp(page, refused)
         if user is not None:
             login(page, user.username)
         return page
@@ -71,6 +106,7 @@ def new_page(browser: Browser, live_server: Any) -> Iterator[Callable[..., Page]
     yield make
     for context in contexts:
         context.close()
+    assert not refused, "The Content-Security-Policy refused:\n" + "\n".join(refused)
 
 
 def login(page: Page, username: str) -> None:

@@ -115,17 +115,17 @@ def test_each_failure_is_worded_by_its_cause_and_the_key_is_not_lost(
         page.fill("input[name=password]", PASSWORD)
         page.press("input[name=password]", "Enter")
         page.wait_for_url(f"**/p/{project.pk}/label/")
-        page.wait_for_function("document.body.dataset.state === 'ready' && !document.body.dataset.busy")
+        page.wait_for_function("() => document.body.dataset.state === 'ready' && !document.body.dataset.busy")
         expect(page.locator("#item-id")).to_have_text(f"Item {item}")  # the lease is still theirs
         page.keyboard.press("1")
     elif remedy == "reload":
         expect(page.locator("#retry-btn")).to_be_hidden()
         status.get_by_role("link", name="Reload the page").click()
-        page.wait_for_function("document.body.dataset.state === 'ready' && !document.body.dataset.busy")
+        page.wait_for_function("() => document.body.dataset.state === 'ready' && !document.body.dataset.busy")
         expect(page.locator("#item-id")).to_have_text(f"Item {item}")
         page.keyboard.press("1")
     else:  # the lease went elsewhere: a new item came with the message
-        page.wait_for_function("!document.body.dataset.busy")
+        page.wait_for_function("() => !document.body.dataset.busy")
         expect(page.locator("#item-id")).not_to_have_text(f"Item {item}")
         expect(page.locator("#retry-btn")).to_be_hidden()
         item = page.locator("#item-id").inner_text().removeprefix("Item ")
@@ -143,13 +143,13 @@ def test_a_failed_submit_drops_the_keys_queued_behind_it_and_says_so(new_page: C
     gate = Gate(page, SUBMIT)
     page.keyboard.type("12f")
     gate.wait_held(1)
-    page.wait_for_function("document.body.dataset.queued === '2'")
+    page.wait_for_function("() => document.body.dataset.queued === '2'")
     gate.release(lambda route: route.fulfill(status=500, content_type="text/html", body=render_to_string("500.html")))
     expect(page.locator("#status")).to_have_text(
         f"“street” for item {item} was not saved: the server had an internal error (500). Try again; if it keeps "
         "failing, tell the project's owner. 2 more keys you pressed after it were not applied."
     )
-    page.wait_for_function("!document.body.dataset.busy")
+    page.wait_for_function("() => !document.body.dataset.busy")
     # Not applied to the item still shown, which they were not meant for.
     assert len(gate.held) == 1 and not Annotation.objects.exists()
     expect(page.locator("#item-id")).to_have_text(f"Item {item}")
@@ -166,6 +166,6 @@ def test_the_first_item_failing_to_load_offers_to_try_again(new_page: Callable[.
     )
     page.unroute("**/label/next/")
     page.locator("#retry-btn").click()
-    page.wait_for_function("document.body.dataset.state === 'ready' && !document.body.dataset.busy")
+    page.wait_for_function("() => document.body.dataset.state === 'ready' && !document.body.dataset.busy")
     expect(page.locator("#item-id")).to_have_text(re.compile(r"^Item scene-\d$"))
     expect(page.locator("#retry-btn")).to_be_hidden()

@@ -44,7 +44,7 @@ def labelling_project(*, n_items: int = 8, confirm: bool = False, k: int = 3) ->
 def open_labelling(new_page: Callable[..., Page], project: Project, annotator: Any) -> Page:
     page = new_page(annotator)
     page.goto(f"/p/{project.pk}/label/")
-    page.wait_for_function("document.body.dataset.state === 'ready' && !document.body.dataset.busy")
+    page.wait_for_function("() => document.body.dataset.state === 'ready' && !document.body.dataset.busy")
     return page
 
 
@@ -87,14 +87,14 @@ def test_a_burst_of_five_keys_saves_five_labels_in_order(new_page: Callable[...,
     # One submit is in flight, the other four keys wait their turn (before:
     # they were dropped, and the burst saved one label).
     gate.wait_held(1)
-    page.wait_for_function("document.body.dataset.queued === '4'")
+    page.wait_for_function("() => document.body.dataset.queued === '4'")
     expect(page.get_by_test_id("queue-info")).to_have_text("4 keys waiting…")
     assert len(gate.held) == 1 and Annotation.objects.count() == 0
 
     gate.release()
     expect(page.locator("#count-total")).to_have_text("5")
     expect(page.locator("#count-session")).to_have_text("5")
-    page.wait_for_function("!document.body.dataset.busy && document.body.dataset.state === 'ready'")
+    page.wait_for_function("() => !document.body.dataset.busy && document.body.dataset.state === 'ready'")
     expect(page.get_by_test_id("queue-info")).to_be_hidden()
 
     rows = list(Annotation.objects.filter(project=project, annotator=annotator).order_by("id")
@@ -120,9 +120,9 @@ def test_a_burst_with_confirmation_and_undo_applies_in_order(new_page: Callable[
     gate.wait_held(1)
     for key in ("f", "Enter", "u"):
         page.keyboard.press(key)
-    page.wait_for_function("document.body.dataset.queued === '3'")
+    page.wait_for_function("() => document.body.dataset.queued === '3'")
     gate.release()
-    page.wait_for_function("!document.body.dataset.busy && document.body.dataset.state === 'ready'")
+    page.wait_for_function("() => !document.body.dataset.busy && document.body.dataset.state === 'ready'")
     expect(page.locator("#count-total")).to_have_text("1")
     expect(page.locator("#count-session")).to_have_text("1")
     # The second label (forest) was undone: its item is back, the first stays.

@@ -119,3 +119,22 @@ def publish_with_generated(project: Project, generated: list[tuple[Item, Any, st
     assert run_publish(run_id=run.pk, worker="test/1", results=results) == RunStatus.PUBLISHED
     run.refresh_from_db()
     return run
+
+
+def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (4, 3)) -> bytes:
+    """A real, tiny image in Pillow format ``fmt`` (PNG, JPEG, GIF, WEBP, BMP, ...)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 30)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+# What a stored-XSS upload carries: an HTML page and an SVG with script.
+HTML_PAGE = b"<!doctype html><html><body><script>fetch('/api/auth/token/')</script></body></html>"
+SVG_WITH_SCRIPT = (
+    b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+    b"<script>alert(document.cookie)</script><rect width='10' height='10'/></svg>"
+)

@@ -21,6 +21,7 @@ from results.export import export_rows
 from results.models import InferenceRun, RunStatus
 from results.services import run_create
 
+from tests.platform.factories import image_bytes
 from tests.platform.front.crowds import SCENE_CLASSES, make_confused_crowd, run_now_synchronously
 
 pytestmark = pytest.mark.django_db
@@ -416,7 +417,8 @@ def test_uploaded_image_is_served_to_owner_and_to_its_annotator_only(
     settings.MEDIA_ROOT = str(tmp_path)
     Item.objects.filter(project=project).delete()
     item = Item(project=project, external_id="img", kind=ItemKind.IMAGE)
-    item.image.save("cat.png", SimpleUploadedFile("cat.png", b"\x89PNG fake bytes"), save=True)
+    png = image_bytes("PNG")
+    item.image.save("cat.png", SimpleUploadedFile("cat.png", png), save=True)
     url = reverse("front:item-media", args=[project.pk, item.pk])
 
     membership_add(project=project, user=outsider)  # a member who was never handed this item
@@ -424,5 +426,5 @@ def test_uploaded_image_is_served_to_owner_and_to_its_annotator_only(
     task = web_client_for(annotator).post(reverse("front:label-next", args=[project.pk])).json()["task"]
     assert task["item"]["src"] == url
     response = web_client_for(annotator).get(url)
-    assert response.status_code == 200 and b"".join(response.streaming_content) == b"\x89PNG fake bytes"
+    assert response.status_code == 200 and b"".join(response.streaming_content) == png
     assert web_client_for(requester).get(url).status_code == 200

@@ -1,0 +1,31 @@
+"""The signing key of ``manage.py demo``.
+
+The demo serves like a deployment (DEBUG off), and crowdlab refuses to start
+with DEBUG off and no SECRET_KEY. Rather than a key everyone knows, the demo
+makes one the first time, keeps it in an untracked file (``var/`` is in
+.gitignore) readable by its owner only, and reuses it, so demo sessions
+survive a restart. ``manage.py`` calls this before the settings load, and only
+for the ``demo`` command; a SECRET_KEY in the environment wins.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+
+def demo_secret_key(path: Path) -> str:
+    """The key stored at ``path``, made (50 random bytes, URL-safe) if missing or empty."""
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        key = ""
+    if key:
+        return key
+    key = secrets.token_urlsafe(50)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Created 0600 from the start: the key never sits in a world-readable file.
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(key + "\n")
+    return key
