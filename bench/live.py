@@ -295,6 +295,11 @@ def accuracy(api: Api, project: int, truth: dict[str, str]) -> float:
     return sum(row["label"] == truth[row["item_external_id"]] for row in rows) / max(len(rows), 1)
 
 
+#: The bench's ``INFERENCE_SETTLE_AFTER_S``: how long after a warm last run the settle
+#: sweep may start the cold refit (production default: 60 s).
+SETTLE_AFTER_S = 2
+
+
 def _publishing_run(api: Api, project: int, after: int, timeout: float = 1800) -> dict[str, Any]:
     """The first run of ``project`` with an id above ``after``, once it has finished.
 
@@ -361,6 +366,7 @@ def chain_main(args: argparse.Namespace) -> None:
     from inference import make_model
     from live import adapter
     from live.services import _model_params
+    from live.triggers import sweep
     from projects.models import Item, ItemKind, Project
     from projects.roles import make_requester
 
@@ -407,38 +413,23 @@ def chain_main(args: argparse.Namespace) -> None:
                 params = {**_model_params(name, {}, project_k=project.k)}
                 if "num_threads" in params:
                     params["num_threads"] = args.threads
-                last_run = 0
-                start = 0
-                for b, end in enumerate(ends):
-                    rows = arrival[start:end]
-                    start = end
-                    body = "item,annotator,label\n" + "".join(
-                        f"{data.items[data.item_idx[a]]},{data.annotators[data.annotator_idx[a]]},{classes[data.label_idx[a]]}\n"
-                        for a in rows
-                    )
-                    t0 = time.perf_counter()
-                    response = api.session.post(
-                        f"{base}/api/projects/{project.pk}/crowd/import/", data=body.encode(),
-                        headers={"Content-Type": "text/csv"}, timeout=120,
-                    )
-                    if response.status_code != 201:
-                        raise RuntimeError(f"crowd import: {response.status_code} {response.text[:300]}")
-                    run = _publishing_run(api, project.pk, last_run)
-                    e2e = time.perf_counter() - t0
-                    last_run = run["id"]
+
+                def score_run(run: dict[str, Any], *, batch: int | str, n_annotations: int, seconds: float) -> None:
+                    """Score what the API serves after ``run`` against a cold fit on the labels it read."""
                     record: dict[str, Any] = {
-                        "crowd": crowd.name, "model": name, "batch": b + 1, "n_annotations": end,
-                        "run": run["id"], "status": run["status"], "fit_mode": run.get("fit_mode"),
-                        "fit_reason": run.get("fit_reason"), "warm_start_from": run.get("warm_start_from"),
-                        "end_to_end_s": round(e2e, 3), "run_fit_s": run["timings"].get("fit"),
+                        "crowd": crowd.name, "model": name, "batch": batch, "n_annotations": n_annotations,
+                        "run": run["id"], "status": run["status"], "trigger": run["trigger"],
+                        "fit_mode": run.get("fit_mode"), "fit_reason": run.get("fit_reason"),
+                        "warm_start_from": run.get("warm_start_from"), "end_to_end_s": round(seconds, 3),
+                        "run_fit_s": run["timings"].get("fit"),
                     }
+                    report.append(record)
                     if run["status"] != "published":
                         record["error"] = run["error"]
-                        report.append(record)
                         out.write_text(json.dumps(report, indent=1))
-                        print(f"{crowd.name} {name} batch {b + 1}: run {run['id']} {run['status']}: {run['error'][:120]}",
+                        print(f"{crowd.name} {name} batch {batch}: run {run['id']} {run['status']}: {run['error'][:120]}",
                               flush=True)
-                        continue
+                        return
                     snapshot = adapter.read_snapshot(project_id=project.pk, with_features=name not in ("mv", "ds"))
                     if snapshot.snapshot_annotation_id != run["snapshot_annotation_id"]:
                         raise RuntimeError("the run and the reference read different labels")
@@ -458,14 +449,43 @@ def chain_main(args: argparse.Namespace) -> None:
                     record["accuracy"], record["ece"] = _score_rows(served, gold, scored)
                     record["cold_accuracy"], record["cold_ece"] = _score_rows(cold_pred, gold, scored)
                     record["n_scored"] = len(scored)
-                    report.append(record)
                     out.write_text(json.dumps(report, indent=1))  # as it goes: a long run may be stopped
                     print(
-                        f"{crowd.name} {name} batch {b + 1}/{len(ends)}: run {run['id']} {run['fit_mode']} "
+                        f"{crowd.name} {name} batch {batch}/{len(ends)}: run {run['id']} {run['fit_mode']} "
                         f"acc {100 * record['accuracy']:.2f} (cold {100 * record['cold_accuracy']:.2f}) "
                         f"ECE {record['ece']:.4f} (cold {record['cold_ece']:.4f}) fit {record['run_fit_s']} s",
                         flush=True,
                     )
+
+                last_run = 0
+                start = 0
+                for b, end in enumerate(ends):
+                    rows = arrival[start:end]
+                    start = end
+                    body = "item,annotator,label\n" + "".join(
+                        f"{data.items[data.item_idx[a]]},{data.annotators[data.annotator_idx[a]]},{classes[data.label_idx[a]]}\n"
+                        for a in rows
+                    )
+                    t0 = time.perf_counter()
+                    response = api.session.post(
+                        f"{base}/api/projects/{project.pk}/crowd/import/", data=body.encode(),
+                        headers={"Content-Type": "text/csv"}, timeout=120,
+                    )
+                    if response.status_code != 201:
+                        raise RuntimeError(f"crowd import: {response.status_code} {response.text[:300]}")
+                    run = _publishing_run(api, project.pk, last_run)
+                    last_run = run["id"]
+                    score_run(run, batch=b + 1, n_annotations=end, seconds=time.perf_counter() - t0)
+                # Labels have stopped: after a warm last run the beat sweep starts a cold
+                # refit (live.triggers, "Settling"). No beat runs here: call its sweep.
+                if report[-1]["status"] == "published" and report[-1]["fit_mode"] == "warm":
+                    time.sleep(SETTLE_AFTER_S + 1)
+                    started = sweep()["started"]
+                    if not started:
+                        raise RuntimeError("the sweep started no settle run after a warm last run")
+                    t0 = time.perf_counter()
+                    run = _publishing_run(api, project.pk, last_run)
+                    score_run(run, batch="settled", n_annotations=ends[-1], seconds=time.perf_counter() - t0)
     finally:
         services.stop()
         from django.db import connections
@@ -479,26 +499,31 @@ def chain_main(args: argparse.Namespace) -> None:
 
 
 def chain_table(report: list[dict[str, Any]]) -> str:
-    """Per crowd and model: the final published run against the cold fit, and the worst run."""
+    """Per crowd and model: the last batch's run and the final published result (after
+    the settle run where the last run was warm) against the cold fit, and the worst run."""
     lines = [
-        "| crowd | model | runs (cold / warm) | final: published acc | cold acc | Δ acc (pts) | published ECE | cold ECE | Δ ECE "
-        "| worst run Δ acc | worst run Δ ECE | fit s, all runs | cold fit CPU s, all runs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| crowd | model | runs (cold / warm) | last batch's run: mode, Δ acc, Δ ECE | final published acc | cold acc "
+        "| Δ acc (pts) | published ECE | cold ECE | Δ ECE | worst run Δ acc | worst run Δ ECE |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key in dict.fromkeys((r["crowd"], r["model"]) for r in report):
         recs = [r for r in report if (r["crowd"], r["model"]) == key and r["status"] == "published"]
         if not recs:
             lines.append(f"| {key[0]} | {key[1]} | no published run |||||||||||")
             continue
-        last = recs[-1]
+        final = recs[-1]
+        batches = [r for r in recs if r["batch"] != "settled"]
+        last = batches[-1]
         d_acc = [100 * (r["accuracy"] - r["cold_accuracy"]) for r in recs]
         d_ece = [r["ece"] - r["cold_ece"] for r in recs]
         n_cold = sum(r["fit_mode"] == "cold" for r in recs)
+        settled = " (settled)" if final["batch"] == "settled" else ""
         lines.append(
-            f"| {key[0]} | {key[1]} | {len(recs)} ({n_cold} / {len(recs) - n_cold}) | {100 * last['accuracy']:.2f} | "
-            f"{100 * last['cold_accuracy']:.2f} | {d_acc[-1]:+.2f} | {last['ece']:.4f} | {last['cold_ece']:.4f} | "
-            f"{d_ece[-1]:+.4f} | {max(d_acc, key=abs):+.2f} | {max(d_ece, key=abs):+.4f} | "
-            f"{sum(r['run_fit_s'] or 0 for r in recs):.1f} | {sum(r['cold_fit_cpu_s'] for r in recs):.1f} |"
+            f"| {key[0]} | {key[1]} | {len(recs)} ({n_cold} / {len(recs) - n_cold}) | {last['fit_mode']}, "
+            f"{100 * (last['accuracy'] - last['cold_accuracy']):+.2f}, {last['ece'] - last['cold_ece']:+.4f} | "
+            f"{100 * final['accuracy']:.2f}{settled} | {100 * final['cold_accuracy']:.2f} | {d_acc[-1]:+.2f} | "
+            f"{final['ece']:.4f} | {final['cold_ece']:.4f} | {d_ece[-1]:+.4f} | {max(d_acc, key=abs):+.2f} | "
+            f"{max(d_ece, key=abs):+.4f} |"
         )
     return "\n".join(lines)
 
@@ -525,6 +550,7 @@ def main() -> None:
     # DEBUG stays off as in production, which needs a key: a throwaway one per run.
     os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
     os.environ["CELERY_INFERENCE_QUEUE"] = f"bench_live_{os.getpid()}"  # the worker's queue (Services)
+    os.environ["INFERENCE_SETTLE_AFTER_S"] = str(SETTLE_AFTER_S)
     recreate_database(args.db)
     if args.chain:
         chain_main(args)

@@ -288,6 +288,9 @@ INFERENCE_RUN_TIMEOUT_S = env_int("INFERENCE_RUN_TIMEOUT_S", 900, minimum=10)
 # run is failed within about 1.4x this, whatever the replacement's node name.
 INFERENCE_HEARTBEAT_TIMEOUT_S = env_int("INFERENCE_HEARTBEAT_TIMEOUT_S", 30, minimum=3)
 INFERENCE_THREADS = env_int("INFERENCE_THREADS", 2, minimum=1)
+# A published warm run is replaced by a cold refit once no label has arrived for
+# this long after it (the sweep, every minute, starts it: live.triggers, "Settling").
+INFERENCE_SETTLE_AFTER_S = env_int("INFERENCE_SETTLE_AFTER_S", 60, minimum=0)
 
 LOGGING = {
     "version": 1,

@@ -11,6 +11,15 @@
   submits), fails runs whose heartbeat stopped and re-sends pending runs whose
   message was lost.
 * ``request_run`` is "run now" (API, admin).
+* **Settling.** A warm refit is as good as the cold fit it descends from, and no
+  better: on a crowd whose cold fits themselves differ by points from one label
+  batch to the next, the warm runs inherit their ancestor's result. So once the
+  labels stop changing, the sweep replaces a warm result by a cold one: when the
+  project's newest run is a published warm run, no annotation arrived after its
+  snapshot and it is ``INFERENCE_SETTLE_AFTER_S`` old, the sweep starts a full
+  cold refit (trigger ``settle``). Warm runs give fast feedback while labels
+  flow; what a requester downloads after the work stops is a cold fit. A failed
+  or cancelled settle run is not retried (it is then the newest run).
 
 At most one active run per project is enforced by the database (partial
 unique index), so two triggers at the same moment create one run. A running
@@ -210,6 +219,25 @@ def _timer_due(project: Project, now: Any) -> bool:
     return first_new is not None and first_new <= now - timedelta(minutes=project.retrain_every_minutes)
 
 
+def _settle_due(project: Project, now: Any) -> bool:
+    """Is the project's newest run a published WARM run at least
+    ``INFERENCE_SETTLE_AFTER_S`` old? (The caller checked that no annotation is newer
+    than its snapshot.)"""
+    newest = (
+        InferenceRun.objects.filter(project=project)
+        .order_by("-id")
+        .values("status", "fit_mode", "published_at")
+        .first()
+    )
+    return (
+        newest is not None
+        and newest["status"] == RunStatus.PUBLISHED
+        and newest["fit_mode"] == "warm"
+        and newest["published_at"] is not None
+        and newest["published_at"] <= now - timedelta(seconds=settings.INFERENCE_SETTLE_AFTER_S)
+    )
+
+
 def sweep() -> dict[str, list[int]]:
     """The periodic housekeeping task body (see module docstring)."""
     now = timezone.now()
@@ -230,13 +258,16 @@ def sweep() -> dict[str, list[int]]:
         # The threshold too: a submit's in-statement check can count one short
         # when the threshold's last labels commit at the same instant.
         n_new, _active, retrain_n, _is_active = new_annotations_count(project.pk)
+        cold = False
         if n_new > 0 and n_new >= max(retrain_n, 1):
             trigger = RunTrigger.THRESHOLD
         elif project.retrain_every_minutes > 0 and _timer_due(project, now):
             trigger = RunTrigger.TIMER
+        elif n_new == 0 and _settle_due(project, now):
+            trigger, cold = RunTrigger.SETTLE, True
         else:
             continue
-        run = request_run(project=project, trigger=trigger)
+        run = request_run(project=project, trigger=trigger, cold=cold)
         if run is not None:
             started.append(run.pk)
     if failed or resent or started:

@@ -27,6 +27,7 @@ class RunTrigger(models.TextChoices):
     THRESHOLD = "threshold", "New annotations"
     TIMER = "timer", "Timer"
     MANUAL = "manual", "Run now"
+    SETTLE = "settle", "Labels settled: cold refit after a warm run"
 
 
 class FitMode(models.TextChoices):

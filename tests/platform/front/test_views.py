@@ -328,6 +328,11 @@ def test_dashboard_run_history_says_how_each_run_was_fitted(
     assert "no earlier published ds run with a checkpoint" in html  # the first run's reason
     assert "since the last cold fit" in html  # the warm run's reason
     assert "cold refit requested" in html  # the pending cold refit
+    from results.models import InferenceRun, RunTrigger
+
+    InferenceRun.objects.filter(pk=cold.pk).update(status="published", fit_mode="cold", trigger=RunTrigger.SETTLE)
+    html = web_client_for(scene_owner).get(reverse("front:dashboard", args=[project.pk])).content.decode()
+    assert "cold (labels settled)" in html
 
 
 def test_dashboard_annotator_unknown_person_is_404(project: Project, requester: Any, outsider: Any,

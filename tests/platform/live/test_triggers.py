@@ -163,3 +163,50 @@ def test_every_worker_fails_stale_runs_whatever_their_node(live_owner: Any) -> N
     assert StaleRunWatchdog(interval_s=1).check() == [stale.pk]
     fresh.refresh_from_db()
     assert fresh.status == RunStatus.RUNNING
+
+
+def test_a_warm_result_is_replaced_by_a_cold_refit_once_the_labels_settle(live_owner: Any, settings: Any) -> None:
+    settings.INFERENCE_SETTLE_AFTER_S = 60
+    project, _truth, annotators, items = make_crowd_project(owner=live_owner, n_items=30, retrain_every_n=10_000)
+    first = request_run(project=project)
+    assert first is not None and run_execute(run_id=first.pk) == RunStatus.PUBLISHED
+    warm = request_run(project=project, params={"warm_min_annotations": 0})
+    assert warm is not None and run_execute(run_id=warm.pk) == RunStatus.PUBLISHED
+    warm.refresh_from_db()
+    assert warm.fit_mode == "warm"
+
+    # Too soon: labels may still be coming.
+    assert sweep()["started"] == []
+    InferenceRun.objects.filter(pk=warm.pk).update(published_at=timezone.now() - timedelta(seconds=61))
+    started = sweep()["started"]
+    assert len(started) == 1
+    settle = InferenceRun.objects.get(pk=started[0])
+    assert settle.trigger == RunTrigger.SETTLE and settle.cold_refit is True
+    assert run_execute(run_id=settle.pk) == RunStatus.PUBLISHED
+    settle.refresh_from_db()
+    assert settle.fit_mode == "cold" and settle.fit_reason == "a full cold refit was requested"
+    # Settled: the newest run is cold, nothing more starts.
+    InferenceRun.objects.filter(pk=settle.pk).update(published_at=timezone.now() - timedelta(hours=1))
+    assert sweep()["started"] == []
+
+
+def test_settling_waits_for_quiet_labels_and_is_not_retried_after_a_failure(live_owner: Any, settings: Any) -> None:
+    settings.INFERENCE_SETTLE_AFTER_S = 0
+    project, _truth, annotators, items = make_crowd_project(owner=live_owner, n_items=30, retrain_every_n=10_000)
+    first = request_run(project=project)
+    assert first is not None and run_execute(run_id=first.pk) == RunStatus.PUBLISHED
+    warm = request_run(project=project, params={"warm_min_annotations": 0})
+    assert warm is not None and run_execute(run_id=warm.pk) == RunStatus.PUBLISHED
+
+    # A label newer than the warm run's snapshot: not settled (the threshold or the
+    # timer will retrain; a settle run now would be stale at once).
+    extra = Annotation.objects.create(project=project, item=items[0], annotator=live_owner, label="cat")
+    assert sweep()["started"] == []
+    extra.delete()
+
+    started = sweep()["started"]
+    assert len(started) == 1
+    assert run_claim(run_id=started[0], worker="test/1")
+    InferenceRun.objects.filter(pk=started[0]).update(status=RunStatus.FAILED, error="boom")
+    # The failed settle run is now the newest: the sweep does not start another one.
+    assert sweep()["started"] == []
