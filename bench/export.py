@@ -73,9 +73,9 @@ def seed(n_items: int, *, with_run: bool) -> tuple[int, str]:
     from django.db import transaction
     from rest_framework.authtoken.models import Token
 
-    from labelling.models import Annotation, AnnotationSource
-    from projects.models import Item, ItemKind, Project
-    from results.models import AggregatedLabel, InferenceRun, LabelSource, RunStatus
+    from crowdlab.labelling.models import Annotation, AnnotationSource
+    from crowdlab.projects.models import Item, ItemKind, Project
+    from crowdlab.results.models import AggregatedLabel, InferenceRun, LabelSource, RunStatus
 
     User = get_user_model()
     owner, _ = User.objects.get_or_create(username="bench-export-owner")
@@ -236,7 +236,7 @@ def measure_imports(token: str, n_items: int) -> list[dict[str, Any]]:
     import requests
     from django.contrib.auth import get_user_model
 
-    from projects.models import Project
+    from crowdlab.projects.models import Project
 
     owner = get_user_model().objects.get(username="bench-export-owner")
     items_json = json.dumps(

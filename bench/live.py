@@ -104,9 +104,9 @@ def load_crowd(args: argparse.Namespace) -> dict[str, Any]:
     from rest_framework.authtoken.models import Token
 
     from inference.synthetic import make_synthetic_crowd
-    from labelling.models import Annotation, AnnotationSource
-    from projects.models import Item, ItemKind, Membership, Project
-    from projects.roles import make_requester
+    from crowdlab.labelling.models import Annotation, AnnotationSource
+    from crowdlab.projects.models import Item, ItemKind, Membership, Project
+    from crowdlab.projects.roles import make_requester
 
     User = get_user_model()
     t0 = time.perf_counter()
@@ -305,7 +305,7 @@ def _publishing_run(api: Api, project: int, after: int, timeout: float = 1800) -
 
     A run still pending after a minute has its task sent again, as the beat sweep (not
     running here) would do; claims are conditional, so a duplicate is harmless."""
-    from live.triggers import enqueue_run
+    from crowdlab.live.triggers import enqueue_run
 
     deadline = time.monotonic() + timeout
     resend_at = time.monotonic() + 60
@@ -364,11 +364,11 @@ def chain_main(args: argparse.Namespace) -> None:
 
     from bench.chain import arrival_order, batch_ends, load_chain_crowd, published
     from inference import make_model
-    from live import adapter
-    from live.services import _model_params
-    from live.triggers import sweep
-    from projects.models import Item, ItemKind, Project
-    from projects.roles import make_requester
+    from crowdlab.live import adapter
+    from crowdlab.live.services import _model_params
+    from crowdlab.live.triggers import sweep
+    from crowdlab.projects.models import Item, ItemKind, Project
+    from crowdlab.projects.roles import make_requester
 
     call_command("migrate", verbosity=0)
     owner = get_user_model().objects.create_user("bench_owner", password="bench-pass-123")
@@ -603,7 +603,7 @@ def main() -> None:
         # (b) warm end-to-end from the threshold-crossing annotation
         import django.db
 
-        from projects.models import Project
+        from crowdlab.projects.models import Project
 
         Project.objects.filter(pk=project).update(retrain_every_n=args.retrain_every)
         django.db.connections.close_all()

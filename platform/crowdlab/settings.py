@@ -48,12 +48,12 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "csp",
     "axes",
-    "projects",
-    "labelling",
-    "results",
-    "live",
-    "api",
-    "front",
+    "crowdlab.projects",
+    "crowdlab.labelling",
+    "crowdlab.results",
+    "crowdlab.live",
+    "crowdlab.api",
+    "crowdlab.front",
 ]
 
 MIDDLEWARE = [
@@ -235,13 +235,13 @@ REST_FRAMEWORK = {
     # JSON bodies only (imports add their raw CSV/JSONL and multipart parsers),
     # through a parser that refuses JSON nested deeper than JSON_MAX_DEPTH
     # before decoding it: DRF's own recursed into a RecursionError (a 500).
-    "DEFAULT_PARSER_CLASSES": ["api.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["crowdlab.api.parsers.JSONParser"],
     # Django's own body errors (too large, too many fields) in JSON, not an HTML page.
-    "EXCEPTION_HANDLER": "api.exceptions.exception_handler",
+    "EXCEPTION_HANDLER": "crowdlab.api.exceptions.exception_handler",
     # drf-spectacular plus the error answers every operation can give (api/schema.py).
-    "DEFAULT_SCHEMA_CLASS": "api.schema.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "crowdlab.api.schema.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "api.pagination.BoundedLimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "crowdlab.api.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 100,
 }
 SPECTACULAR_SETTINGS = {
@@ -258,8 +258,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # Two models have a "source" choice field; name their enums apart.
     "ENUM_NAME_OVERRIDES": {
-        "AnnotationSourceEnum": "labelling.models.AnnotationSource",
-        "LabelSourceEnum": "results.models.LabelSource",
+        "AnnotationSourceEnum": "crowdlab.labelling.models.AnnotationSource",
+        "LabelSourceEnum": "crowdlab.results.models.LabelSource",
     },
 }
 

@@ -35,10 +35,10 @@ urlpatterns = [
         ),
         name="api-redoc",
     ),
-    path("api/", include("api.urls")),
+    path("api/", include("crowdlab.api.urls")),
     # Browsers ask for /favicon.ico on pages that name no icon (the admin, JSON, the docs).
     path("favicon.ico", RedirectView.as_view(url=static("favicon.ico"), permanent=False)),
-    path("", include("front.urls")),
+    path("", include("crowdlab.front.urls")),
 ]
 
 # JSON under /api/ or the page; a lost database connection raised outside a view is a 503.

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from projects.roles import make_requester
+from crowdlab.projects.roles import make_requester
 from tests.platform.factories import UserFactory
 from tests.platform.front.crowds import make_confused_crowd, run_now_synchronously
 

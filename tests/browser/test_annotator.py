@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from labelling.models import Annotation
-from projects.models import Item, ItemKind, Membership, Project
-from projects.roles import make_requester
+from crowdlab.labelling.models import Annotation
+from crowdlab.projects.models import Item, ItemKind, Membership, Project
+from crowdlab.projects.roles import make_requester
 from tests.platform.factories import UserFactory
 
 from .conftest import ARTIFACTS, PASSWORD, no_horizontal_overflow

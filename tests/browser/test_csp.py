@@ -15,9 +15,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from playwright.sync_api import Browser, Page, expect
 
-from projects.importing import item_create_with_file
-from projects.models import Membership
-from projects.roles import make_requester
+from crowdlab.projects.importing import item_create_with_file
+from crowdlab.projects.models import Membership
+from crowdlab.projects.roles import make_requester
 from tests.platform.factories import UserFactory, image_bytes
 from tests.platform.front.crowds import make_confused_crowd, run_now_synchronously
 

@@ -21,8 +21,8 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from labelling.models import Annotation, Assignment
-from projects.models import Item, Membership
+from crowdlab.labelling.models import Annotation, Assignment
+from crowdlab.projects.models import Item, Membership
 from tests.platform.factories import UserFactory
 
 from .conftest import ARTIFACTS, PASSWORD

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, Route, expect
 
-from labelling.models import Annotation, Assignment
-from projects.models import Item, ItemKind, Membership, Project
-from projects.roles import make_requester
+from crowdlab.labelling.models import Annotation, Assignment
+from crowdlab.projects.models import Item, ItemKind, Membership, Project
+from crowdlab.projects.roles import make_requester
 from tests.platform.factories import UserFactory
 
 from .conftest import ARTIFACTS

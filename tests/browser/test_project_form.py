@@ -6,8 +6,8 @@ from collections.abc import Callable
 import pytest
 from playwright.sync_api import Page, expect
 
-from projects.models import Project
-from projects.roles import make_requester
+from crowdlab.projects.models import Project
+from crowdlab.projects.roles import make_requester
 from tests.platform.factories import UserFactory
 
 from .conftest import ARTIFACTS

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from live.services import run_execute
-from projects.models import Item
-from projects.roles import make_requester
-from results.models import AggregatedLabel, InferenceRun, RunStatus
+from crowdlab.live.services import run_execute
+from crowdlab.projects.models import Item
+from crowdlab.projects.roles import make_requester
+from crowdlab.results.models import AggregatedLabel, InferenceRun, RunStatus
 from tests.platform.factories import UserFactory
 from tests.platform.front.crowds import make_confused_crowd, run_now_synchronously
 
@@ -53,7 +53,7 @@ def test_upload_with_one_bad_row_shows_the_error_and_imports_nothing(new_page: C
 
 
 def test_cancel_a_run_from_the_project_page(new_page: Callable[..., Page]) -> None:
-    from results.services import run_cancel
+    from crowdlab.results.services import run_cancel
 
     owner = _requester()
     project, _, _ = make_confused_crowd(owner=owner, n_items=12)

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from projects.models import Item, ItemKind, Membership, Project
-from projects.roles import make_requester
+from crowdlab.projects.models import Item, ItemKind, Membership, Project
+from crowdlab.projects.roles import make_requester
 
 from tests.platform.factories import DEFAULT_CLASSES, ItemFactory, ProjectFactory, UserFactory
 

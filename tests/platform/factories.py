@@ -10,8 +10,8 @@ from typing import Any
 import factory
 from django.contrib.auth import get_user_model
 
-from labelling.models import Annotation, Assignment, AssignmentStatus
-from projects.models import Item, ItemKind, Membership, Project
+from crowdlab.labelling.models import Annotation, Assignment, AssignmentStatus
+from crowdlab.projects.models import Item, ItemKind, Membership, Project
 
 DEFAULT_PASSWORD = "crowdlab-pass-123"
 
@@ -105,8 +105,8 @@ class AnnotationFactory(factory.django.DjangoModelFactory):
 def publish_with_generated(project: Project, generated: list[tuple[Item, Any, str, float]]) -> Any:
     """A published run (through ``run_publish``, COPY included) with the given
     generated rows (item, annotator, label, probability) and nothing else."""
-    from results.models import InferenceRun, RunStatus
-    from results.services import GeneratedRow, RunResults, run_create, run_publish
+    from crowdlab.results.models import InferenceRun, RunStatus
+    from crowdlab.results.services import GeneratedRow, RunResults, run_create, run_publish
 
     run = run_create(project=project)
     assert run is not None

@@ -6,9 +6,9 @@ from typing import Any
 import pytest
 from rest_framework.authtoken.models import Token
 
-from labelling.models import Annotation, AnnotationRevision
-from projects.models import Item, Project
-from results.models import AnnotatorConfusion, InferenceRun, RunStatus
+from crowdlab.labelling.models import Annotation, AnnotationRevision
+from crowdlab.projects.models import Item, Project
+from crowdlab.results.models import AnnotatorConfusion, InferenceRun, RunStatus
 from tests.platform.factories import DEFAULT_PASSWORD, AnnotationFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -170,7 +170,7 @@ def test_annotator_stats_majority_then_run(client_for: Any, project: Project, re
     assert rows["peer0"]["agreement"] == pytest.approx(1.0)
 
     run = InferenceRun.objects.create(project=project, model="ds", status=RunStatus.PUBLISHED)
-    from results.models import AggregatedLabel
+    from crowdlab.results.models import AggregatedLabel
 
     for item, label in ((items[0], "dog"), (items[1], "dog"), (items[2], "cat")):
         AggregatedLabel.objects.create(run=run, item=item, label=label, confidence=0.9, probabilities=[0.1, 0.8, 0.1])

@@ -16,8 +16,8 @@ from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from labelling.models import Annotation
-from projects.models import Project
+from crowdlab.labelling.models import Annotation
+from crowdlab.projects.models import Project
 from tests.platform.factories import DEFAULT_PASSWORD
 
 pytestmark = pytest.mark.django_db

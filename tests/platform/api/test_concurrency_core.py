@@ -11,8 +11,8 @@ import requests
 from django.db.models import Count
 from rest_framework.authtoken.models import Token
 
-from labelling.models import Annotation, Assignment, AssignmentStatus
-from projects.models import Item, Membership
+from crowdlab.labelling.models import Annotation, Assignment, AssignmentStatus
+from crowdlab.projects.models import Item, Membership
 from tests.platform.factories import ItemFactory, ProjectFactory, UserFactory
 
 N_ANNOTATORS = 24

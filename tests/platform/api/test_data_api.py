@@ -12,9 +12,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.http import StreamingHttpResponse
 from django.urls import reverse
 
-from labelling.models import Annotation
-from projects.models import Item, Project
-from results.models import AggregatedLabel, InferenceRun, LabelSource, RunStatus
+from crowdlab.labelling.models import Annotation
+from crowdlab.projects.models import Item, Project
+from crowdlab.results.models import AggregatedLabel, InferenceRun, LabelSource, RunStatus
 from tests.platform.factories import AnnotationFactory, UserFactory, image_bytes
 
 pytestmark = pytest.mark.django_db

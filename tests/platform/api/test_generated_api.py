@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from projects.models import Item, Project
-from results.models import InferenceRun
+from crowdlab.projects.models import Item, Project
+from crowdlab.results.models import InferenceRun
 from tests.platform.factories import AnnotationFactory, UserFactory, publish_with_generated
 
 pytestmark = pytest.mark.django_db

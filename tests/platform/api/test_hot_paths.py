@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from api.serializers import AnnotationSerializer, TaskSerializer
-from labelling.models import Annotation, Assignment, AssignmentStatus
-from projects.models import Item, Project
-from results.models import InferenceRun
+from crowdlab.api.serializers import AnnotationSerializer, TaskSerializer
+from crowdlab.labelling.models import Annotation, Assignment, AssignmentStatus
+from crowdlab.projects.models import Item, Project
+from crowdlab.results.models import InferenceRun
 
 
 @pytest.fixture(params=["drf", "token"])
@@ -104,7 +104,7 @@ def test_trigger_starts_a_run_on_the_nth_submit(
     hot_client_for: Any, project: Project, annotator: Any, private_inference_queue: str
 ) -> None:
     from tests.platform.factories import UserFactory
-    from projects.models import Membership
+    from crowdlab.projects.models import Membership
 
     n = 4
     Project.objects.filter(pk=project.pk).update(retrain_every_n=n, k=1)
@@ -230,7 +230,7 @@ def test_token_submit_without_the_callers_lease_falls_back_to_the_full_rules(
     """An item the caller holds no lease on (another member's, or none) is not
     written by the fast path; the DRF view then answers 403 (no lease) or 404."""
     from tests.platform.factories import UserFactory
-    from projects.models import Membership
+    from crowdlab.projects.models import Membership
 
     other = UserFactory(username="second-member")
     Membership.objects.create(project=project, user=other)
@@ -260,9 +260,9 @@ def test_sweep_starts_a_threshold_run_the_submits_missed(
     """Backstop for the in-statement check: N labels that committed without a
     run (here written directly, as when the last ones race) start one at the
     next sweep, as a threshold run."""
-    from labelling.models import AnnotationSource
-    from live.triggers import sweep
-    from results.models import RunTrigger
+    from crowdlab.labelling.models import AnnotationSource
+    from crowdlab.live.triggers import sweep
+    from crowdlab.results.models import RunTrigger
 
     Project.objects.filter(pk=project.pk).update(retrain_every_n=2, retrain_every_minutes=0)
     for item in items[:2]:

@@ -13,10 +13,10 @@ from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from labelling.models import Annotation
-from labelling.services import next_task
-from projects.models import Item, Project
-from results.models import InferenceRun
+from crowdlab.labelling.models import Annotation
+from crowdlab.labelling.services import next_task
+from crowdlab.projects.models import Item, Project
+from crowdlab.results.models import InferenceRun
 
 pytestmark = pytest.mark.django_db
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from labelling.models import Annotation
-from labelling.services import next_task
-from projects.models import Membership, Project
+from crowdlab.labelling.models import Annotation
+from crowdlab.labelling.services import next_task
+from crowdlab.projects.models import Membership, Project
 from tests.platform.factories import AnnotationFactory, ProjectFactory
 
 pytestmark = pytest.mark.django_db

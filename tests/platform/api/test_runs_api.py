@@ -6,10 +6,10 @@ from typing import Any
 import pytest
 
 from inference import make_model
-from labelling.models import Annotation
-from live import adapter
-from results.models import CommonConfusion, InferenceRun, RunStatus
-from results.services import run_claim, run_create, run_publish
+from crowdlab.labelling.models import Annotation
+from crowdlab.live import adapter
+from crowdlab.results.models import CommonConfusion, InferenceRun, RunStatus
+from crowdlab.results.services import run_claim, run_create, run_publish
 
 ROLES_READ = {"anonymous": 401, "annotator": 403, "outsider": 404, "other_requester": 404, "owner": 200, "admin": 200}
 
@@ -201,7 +201,7 @@ def test_cancel_permissions_conflicts_and_published_results(
 def test_a_cancelled_pending_run_never_starts(
     project: Any, published: InferenceRun, client_for: Any, requester: Any
 ) -> None:
-    from live.services import run_execute
+    from crowdlab.live.services import run_execute
 
     run = run_create(project=project)
     assert run is not None

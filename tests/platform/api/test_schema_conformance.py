@@ -13,8 +13,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from labelling.services import next_task
-from projects.models import Project
+from crowdlab.labelling.services import next_task
+from crowdlab.projects.models import Project
 from tests.platform.api.test_schemathesis import schema
 
 pytestmark = pytest.mark.usefixtures("keep_connection")

@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, settings
 from rest_framework.authtoken.models import Token
 from schemathesis.core.parameters import ParameterLocation
 
-from labelling.services import next_task
-from projects.models import Membership, Project
-from results.models import (
+from crowdlab.labelling.services import next_task
+from crowdlab.projects.models import Membership, Project
+from crowdlab.results.models import (
     AggregatedLabel,
     AnnotatorConfusion,
     CommonConfusion,

@@ -16,7 +16,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from projects.models import Item, Project
+from crowdlab.projects.models import Item, Project
 from tests.platform.factories import HTML_PAGE, SVG_WITH_SCRIPT, image_bytes
 
 pytestmark = pytest.mark.django_db

@@ -19,7 +19,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from crowdlab.middleware import ContentSecurityPolicyMiddleware
-from projects.models import Project
+from crowdlab.projects.models import Project
 
 pytestmark = pytest.mark.django_db
 

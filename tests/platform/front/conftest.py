@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from projects.roles import make_requester
+from crowdlab.projects.roles import make_requester
 from tests.platform.factories import UserFactory
 
 

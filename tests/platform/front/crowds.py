@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 from django.db.models import F
 
-from labelling.models import Annotation
-from live.services import run_execute
-from projects.models import Item, ItemKind, Membership, Project
-from results.models import InferenceRun, RunStatus
-from results.services import run_create
+from crowdlab.labelling.models import Annotation
+from crowdlab.live.services import run_execute
+from crowdlab.projects.models import Item, ItemKind, Membership, Project
+from crowdlab.results.models import InferenceRun, RunStatus
+from crowdlab.results.services import run_create
 from tests.platform.factories import UserFactory
 
 SCENE_CLASSES = [

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
-from labelling.models import Assignment
-from projects.models import Project
-from results.services import run_create
+from crowdlab.labelling.models import Assignment
+from crowdlab.projects.models import Project
+from crowdlab.results.services import run_create
 
 pytestmark = pytest.mark.django_db
 

@@ -9,8 +9,8 @@ from django import forms
 from django.test import Client
 from django.urls import reverse
 
-from front.forms import parse_classes
-from projects.models import Project
+from crowdlab.front.forms import parse_classes
+from crowdlab.projects.models import Project
 
 
 @pytest.mark.parametrize(

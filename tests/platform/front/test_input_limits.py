@@ -10,9 +10,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
-from labelling.models import Annotation
-from labelling.services import next_task
-from projects.models import Project
+from crowdlab.labelling.models import Annotation
+from crowdlab.labelling.services import next_task
+from crowdlab.projects.models import Project
 
 pytestmark = pytest.mark.django_db
 

@@ -19,8 +19,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
-from labelling.services import next_task
-from projects.models import Item, ItemKind, Project
+from crowdlab.labelling.services import next_task
+from crowdlab.projects.models import Item, ItemKind, Project
 from tests.platform.factories import HTML_PAGE as HTML
 from tests.platform.factories import SVG_WITH_SCRIPT as SVG
 from tests.platform.factories import image_bytes

@@ -16,10 +16,10 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from labelling.models import Annotation
-from projects.models import Membership, Project
-from results.models import InferenceRun, RunStatus
-from results.services import run_cancel, run_claim, run_create, run_fail, run_progress
+from crowdlab.labelling.models import Annotation
+from crowdlab.projects.models import Membership, Project
+from crowdlab.results.models import InferenceRun, RunStatus
+from crowdlab.results.services import run_cancel, run_claim, run_create, run_fail, run_progress
 from tests.platform.factories import UserFactory
 from tests.platform.front.crowds import run_now_synchronously
 

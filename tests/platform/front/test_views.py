@@ -13,13 +13,13 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
-from front.forms import CLASSES_HELP
-from front.views import label_keys
-from labelling.models import Annotation, Assignment
-from projects.models import Item, Project
-from results.export import export_rows
-from results.models import InferenceRun, RunStatus
-from results.services import run_create
+from crowdlab.front.forms import CLASSES_HELP
+from crowdlab.front.views import label_keys
+from crowdlab.labelling.models import Annotation, Assignment
+from crowdlab.projects.models import Item, Project
+from crowdlab.results.export import export_rows
+from crowdlab.results.models import InferenceRun, RunStatus
+from crowdlab.results.services import run_create
 
 from tests.platform.factories import image_bytes
 from tests.platform.front.crowds import SCENE_CLASSES, make_confused_crowd, run_now_synchronously
@@ -85,7 +85,7 @@ def test_label_flow_next_submit_skip_undo(project: Project, annotator: Any, web_
 
 def test_someone_elses_assignment_is_404(project: Project, annotator: Any, outsider: Any,
                                         web_client_for: Callable[..., Client]) -> None:
-    from projects.services import membership_add
+    from crowdlab.projects.services import membership_add
 
     membership_add(project=project, user=outsider)
     theirs = web_client_for(outsider).post(reverse("front:label-next", args=[project.pk])).json()["task"]
@@ -328,7 +328,7 @@ def test_dashboard_run_history_says_how_each_run_was_fitted(
     assert "no earlier published ds run with a checkpoint" in html  # the first run's reason
     assert "since the last cold fit" in html  # the warm run's reason
     assert "cold refit requested" in html  # the pending cold refit
-    from results.models import InferenceRun, RunTrigger
+    from crowdlab.results.models import InferenceRun, RunTrigger
 
     InferenceRun.objects.filter(pk=cold.pk).update(status="published", fit_mode="cold", trigger=RunTrigger.SETTLE)
     html = web_client_for(scene_owner).get(reverse("front:dashboard", args=[project.pk])).content.decode()
@@ -386,7 +386,7 @@ def test_item_payload_per_kind(fields: dict[str, Any], expected: dict[str, Any],
 
 def test_default_keys_never_collide_with_explicit_ones(requester: Any, annotator: Any,
                                                        web_client_for: Callable[..., Client]) -> None:
-    from projects.services import membership_add, project_create
+    from crowdlab.projects.services import membership_add, project_create
 
     project = project_create(owner=requester, name="Keys", classes=[
         {"name": "a", "key": "2"}, {"name": "b"}, {"name": "c"},
@@ -416,8 +416,8 @@ def test_uploaded_image_is_served_to_owner_and_to_its_annotator_only(
     project: Project, requester: Any, annotator: Any, outsider: Any, settings: Any, tmp_path: Any,
     web_client_for: Callable[..., Client],
 ) -> None:
-    from projects.models import ItemKind
-    from projects.services import membership_add
+    from crowdlab.projects.models import ItemKind
+    from crowdlab.projects.services import membership_add
 
     settings.MEDIA_ROOT = str(tmp_path)
     Item.objects.filter(project=project).delete()

@@ -8,9 +8,9 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from labelling.models import Annotation, AnnotationSource, Assignment, AssignmentStatus
-from labelling.services import annotation_submit, annotation_undo, next_task
-from projects.models import Item, Project
+from crowdlab.labelling.models import Annotation, AnnotationSource, Assignment, AssignmentStatus
+from crowdlab.labelling.services import annotation_submit, annotation_undo, next_task
+from crowdlab.projects.models import Item, Project
 
 pytestmark = pytest.mark.django_db
 

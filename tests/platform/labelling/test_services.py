@@ -7,15 +7,15 @@ import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.utils import timezone
 
-from labelling.models import Annotation, AnnotationRevision, Assignment, AssignmentStatus
-from labelling.services import (
+from crowdlab.labelling.models import Annotation, AnnotationRevision, Assignment, AssignmentStatus
+from crowdlab.labelling.services import (
     AnnotationConflict,
     annotation_submit,
     annotation_update,
     assignment_skip,
     next_task,
 )
-from projects.models import Item, Membership, Project
+from crowdlab.projects.models import Item, Membership, Project
 from tests.platform.factories import AnnotationFactory, ItemFactory, ProjectFactory, UserFactory
 
 pytestmark = pytest.mark.django_db

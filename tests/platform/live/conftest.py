@@ -23,10 +23,10 @@ from django.db import connection
 from django.db.models import F
 
 from crowdlab.celery import app as celery_app
-from labelling.models import Annotation
-from projects.models import Item, ItemKind, Membership, Project
-from projects.roles import make_requester
-from results.models import InferenceRun, RunStatus
+from crowdlab.labelling.models import Annotation
+from crowdlab.projects.models import Item, ItemKind, Membership, Project
+from crowdlab.projects.roles import make_requester
+from crowdlab.results.models import InferenceRun, RunStatus
 from tests.brokers import TEST_BROKER_URL, session_queue
 from tests.platform.factories import UserFactory
 

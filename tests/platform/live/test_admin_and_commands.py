@@ -10,8 +10,8 @@ from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
-from results.models import InferenceRun, RunStatus, RunTrigger
-from results.services import run_claim, run_create
+from crowdlab.results.models import InferenceRun, RunStatus, RunTrigger
+from crowdlab.results.services import run_claim, run_create
 
 
 @pytest.mark.django_db

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from live import adapter
-from live.services import RunHeartbeat, heartbeat_interval_s, run_execute
-from results.models import InferenceRun, RunStatus
-from results.selectors import latest_published_run
-from results.services import run_cancel, run_claim, run_create, runs_fail_stale
+from crowdlab.live import adapter
+from crowdlab.live.services import RunHeartbeat, heartbeat_interval_s, run_execute
+from crowdlab.results.models import InferenceRun, RunStatus
+from crowdlab.results.selectors import latest_published_run
+from crowdlab.results.services import run_cancel, run_claim, run_create, runs_fail_stale
 
 from .conftest import make_crowd_project
 

@@ -16,11 +16,11 @@ from django.db.models import Max
 
 from inference import make_model
 from inference.metrics import expected_calibration_error
-from labelling.models import Annotation
-from live import adapter
-from live.services import _model_params
-from projects.models import Item, ItemKind, Membership, Project
-from results.models import AggregatedLabel, FitMode, InferenceRun, RunStatus
+from crowdlab.labelling.models import Annotation
+from crowdlab.live import adapter
+from crowdlab.live.services import _model_params
+from crowdlab.projects.models import Item, ItemKind, Membership, Project
+from crowdlab.results.models import AggregatedLabel, FitMode, InferenceRun, RunStatus
 from tests.platform.factories import UserFactory
 
 from .conftest import CLASSES, Worker, wait_for

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from labelling.models import Annotation
-from live import adapter
-from live.services import run_execute
-from results.models import AggregatedLabel, AnnotatorConfusion, CommonConfusion, InferenceRun, LabelSource, RunStatus
-from results.selectors import latest_published_run
-from results.services import run_create
+from crowdlab.labelling.models import Annotation
+from crowdlab.live import adapter
+from crowdlab.live.services import run_execute
+from crowdlab.results.models import AggregatedLabel, AnnotatorConfusion, CommonConfusion, InferenceRun, LabelSource, RunStatus
+from crowdlab.results.selectors import latest_published_run
+from crowdlab.results.services import run_create
 
 from .conftest import CLASSES, make_crowd_project
 
@@ -170,7 +170,7 @@ def test_labels_that_are_not_classes_fail_readably(live_owner: Any) -> None:
 
 
 def test_numeric_features_round_trip_and_bad_vectors_fail_readably(live_owner: Any) -> None:
-    from projects.models import Item
+    from crowdlab.projects.models import Item
 
     project, truth, annotators, items = make_crowd_project(owner=live_owner, n_items=8, features=True)
     snap = adapter.read_snapshot(project_id=project.pk)
@@ -184,7 +184,7 @@ def test_numeric_features_round_trip_and_bad_vectors_fail_readably(live_owner: A
 
 
 def test_numeric_feature_cache_follows_changes(live_owner: Any) -> None:
-    from projects.models import Item
+    from crowdlab.projects.models import Item
 
     project, truth, annotators, items = make_crowd_project(owner=live_owner, n_items=6, features=True)
     first = adapter.read_snapshot(project_id=project.pk).data.features

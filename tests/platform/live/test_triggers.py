@@ -13,13 +13,13 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from labelling.models import Annotation
-from live.services import run_execute
-from live.tasks import StaleRunWatchdog
-from live.triggers import new_annotations_count, notify_new_annotations, request_run, sweep
-from results.models import InferenceRun, RunStatus, RunTrigger
-from results.selectors import automatic_runs_held_by
-from results.services import run_cancel, run_claim, run_create
+from crowdlab.labelling.models import Annotation
+from crowdlab.live.services import run_execute
+from crowdlab.live.tasks import StaleRunWatchdog
+from crowdlab.live.triggers import new_annotations_count, notify_new_annotations, request_run, sweep
+from crowdlab.results.models import InferenceRun, RunStatus, RunTrigger
+from crowdlab.results.selectors import automatic_runs_held_by
+from crowdlab.results.services import run_cancel, run_claim, run_create
 
 from .conftest import make_crowd_project
 
@@ -83,7 +83,7 @@ def test_a_project_that_cannot_be_trained_stops_retrying_until_new_labels(live_o
 
 
 def _new_member(project: Any, username: str) -> Any:
-    from projects.models import Membership
+    from crowdlab.projects.models import Membership
     from tests.platform.factories import UserFactory
 
     user = UserFactory(username=username)

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from django.db import connection
 
-from live.triggers import notify_new_annotations
-from results.models import AggregatedLabel, InferenceRun, RunStatus, RunTrigger
-from results.selectors import latest_published_run
+from crowdlab.live.triggers import notify_new_annotations
+from crowdlab.results.models import AggregatedLabel, InferenceRun, RunStatus, RunTrigger
+from crowdlab.results.selectors import latest_published_run
 
 from .conftest import CLASSES, Worker, make_crowd_project, wait_for, wait_run
 
@@ -54,7 +54,7 @@ def test_threshold_trigger_through_the_api_publishes_correct_labels(
     assert len(before) == n_items
 
     from tests.platform.factories import UserFactory
-    from projects.models import Membership
+    from crowdlab.projects.models import Membership
 
     careful = [UserFactory(username=f"careful{r}") for r in range(2)]
     for user in careful:

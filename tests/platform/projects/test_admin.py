@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from projects.models import Item, Project
+from crowdlab.projects.models import Item, Project
 
 pytestmark = pytest.mark.django_db
 

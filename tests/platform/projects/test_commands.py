@@ -12,9 +12,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
-from labelling.models import Annotation
-from projects.models import Item, Membership, Project
-from projects.roles import is_requester
+from crowdlab.labelling.models import Annotation
+from crowdlab.projects.models import Item, Membership, Project
+from crowdlab.projects.roles import is_requester
 
 pytestmark = pytest.mark.django_db
 

@@ -6,15 +6,15 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 
-from labelling.models import Annotation, AnnotationSource
-from projects.importing import (
+from crowdlab.labelling.models import Annotation, AnnotationSource
+from crowdlab.projects.importing import (
     MAX_REPORTED_ERRORS,
     ImportValidationError,
     crowd_import,
     crowd_username,
     items_import,
 )
-from projects.models import Item, ItemKind, Membership, Project
+from crowdlab.projects.models import Item, ItemKind, Membership, Project
 
 pytestmark = pytest.mark.django_db
 

@@ -7,9 +7,9 @@ from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
-from projects.models import Project
-from projects.roles import is_admin, is_requester, make_requester
-from projects.selectors import (
+from crowdlab.projects.models import Project
+from crowdlab.projects.roles import is_admin, is_requester, make_requester
+from crowdlab.projects.selectors import (
     project_get_for_annotator,
     project_get_for_owner,
     projects_owned_by,

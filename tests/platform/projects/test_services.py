@@ -5,10 +5,10 @@ from typing import Any
 import pytest
 from django.core.exceptions import ValidationError
 
-from labelling.models import Assignment, AssignmentStatus
-from labelling.services import next_task
-from projects.models import Membership, Project
-from projects.services import membership_add, membership_remove, project_create, project_delete, project_update
+from crowdlab.labelling.models import Assignment, AssignmentStatus
+from crowdlab.labelling.services import next_task
+from crowdlab.projects.models import Membership, Project
+from crowdlab.projects.services import membership_add, membership_remove, project_create, project_delete, project_update
 from tests.platform.factories import AnnotationFactory
 
 pytestmark = pytest.mark.django_db

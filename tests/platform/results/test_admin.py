@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from results.models import InferenceRun, RunStatus
-from results.services import run_claim, run_create
+from crowdlab.results.models import InferenceRun, RunStatus
+from crowdlab.results.services import run_claim, run_create
 
 pytestmark = pytest.mark.django_db
 

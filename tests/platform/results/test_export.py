@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from projects.models import Item, Project
-from results.export import csv_header, export_rows, export_to_file, render_export
-from results.models import AggregatedLabel, InferenceRun, LabelSource, RunStatus
+from crowdlab.projects.models import Item, Project
+from crowdlab.results.export import csv_header, export_rows, export_to_file, render_export
+from crowdlab.results.models import AggregatedLabel, InferenceRun, LabelSource, RunStatus
 from tests.platform.factories import AnnotationFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -143,7 +143,7 @@ def _parse(fmt: str, text: str) -> list[Any]:
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
 def test_postgres_copy_stream_matches_python_renderers(project: Project, fmt: str) -> None:
-    from results.export import export_stream
+    from crowdlab.results.export import export_stream
 
     # Awkward ids: commas, quotes, newlines, unicode, backslashes, control characters.
     for external_id in ['x,1', 'say "hi"', "two\nlines", "ünïcødé ✓", "back\\slash", "bell\x07"]:
@@ -167,7 +167,7 @@ def test_postgres_copy_stream_matches_python_renderers(project: Project, fmt: st
 
 
 def test_postgres_json_stream_of_an_empty_project_is_an_empty_array(requester: Any) -> None:
-    from results.export import export_stream
+    from crowdlab.results.export import export_stream
 
     empty = Project.objects.create(owner=requester, name="Empty", classes=[{"name": "a"}, {"name": "b"}])
     assert json.loads(b"".join(export_stream(project=empty, fmt="json"))) == []

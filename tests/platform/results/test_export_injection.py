@@ -20,10 +20,10 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
-from projects.models import Item, Project
-from projects.services import project_create
-from results.export import csv_text, export_stream, render_export
-from results.models import AggregatedLabel, LabelSource
+from crowdlab.projects.models import Item, Project
+from crowdlab.projects.services import project_create
+from crowdlab.results.export import csv_text, export_stream, render_export
+from crowdlab.results.models import AggregatedLabel, LabelSource
 from tests.platform.factories import AnnotationFactory, UserFactory, publish_with_generated
 
 pytestmark = pytest.mark.django_db

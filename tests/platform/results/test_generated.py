@@ -15,15 +15,15 @@ from django.core.management import call_command
 from django.db.models import Sum
 from django.test import Client
 
-from labelling.models import Annotation
-from labelling.selectors import annotator_statistics
-from live.services import run_execute
-from live.triggers import new_annotations_count
-from projects.models import Item, Membership, Project
-from results.export import export_rows, export_stream, render_export
-from results.models import GeneratedAnnotation, InferenceRun, RunStatus
-from results.selectors import generated_for_item, generated_for_run, latest_published_run
-from results.services import run_create, runs_purge_old
+from crowdlab.labelling.models import Annotation
+from crowdlab.labelling.selectors import annotator_statistics
+from crowdlab.live.services import run_execute
+from crowdlab.live.triggers import new_annotations_count
+from crowdlab.projects.models import Item, Membership, Project
+from crowdlab.results.export import export_rows, export_stream, render_export
+from crowdlab.results.models import GeneratedAnnotation, InferenceRun, RunStatus
+from crowdlab.results.selectors import generated_for_item, generated_for_run, latest_published_run
+from crowdlab.results.services import run_create, runs_purge_old
 from tests.platform.factories import AnnotationFactory, UserFactory, publish_with_generated
 
 pytestmark = pytest.mark.django_db
@@ -267,7 +267,7 @@ def test_admin_lists_filters_and_shows_generated_per_item(
 def test_results_page_shows_generated_labels_to_the_owner_only(
     project: Project, published_with_generated: InferenceRun, requester: Any, annotator: Any, admin_user: Any
 ) -> None:
-    from results.models import AggregatedLabel
+    from crowdlab.results.models import AggregatedLabel
 
     # The results table lists the run's aggregated labels; give a0 one.
     AggregatedLabel.objects.create(
@@ -295,7 +295,7 @@ def test_results_page_shows_generated_labels_to_the_owner_only(
 
 
 def test_live_crowding_params_take_the_project_k_and_stay_overridable() -> None:
-    from live.services import _model_params
+    from crowdlab.live.services import _model_params
 
     params = _model_params("crowding", {}, project_k=5)
     assert params["k"] == 5 and params["crowding_epochs"] == 8

@@ -8,11 +8,11 @@ import pytest
 from django.utils import timezone
 
 from inference import make_model
-from live import adapter
-from live.triggers import sweep
-from results.models import AggregatedLabel, AnnotatorConfusion, InferenceRun, RunStatus, RunTrigger
-from results.selectors import latest_published_run
-from results.services import (
+from crowdlab.live import adapter
+from crowdlab.live.triggers import sweep
+from crowdlab.results.models import AggregatedLabel, AnnotatorConfusion, InferenceRun, RunStatus, RunTrigger
+from crowdlab.results.selectors import latest_published_run
+from crowdlab.results.services import (
     run_claim,
     run_create,
     run_fail,
@@ -141,7 +141,7 @@ def test_sweep_starts_a_timer_run_and_fails_stale_ones(requester: Any) -> None:
     project, *_ = make_crowd_project(owner=requester, n_items=6)
     project.retrain_every_minutes = 5
     project.save(update_fields=["retrain_every_minutes"])
-    from labelling.models import Annotation
+    from crowdlab.labelling.models import Annotation
 
     # New annotations that have waited less than T: nothing yet.
     outcome = sweep()

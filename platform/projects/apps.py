@@ -1,8 +1,0 @@
-from __future__ import annotations
-
-from django.apps import AppConfig
-
-
-class ProjectsConfig(AppConfig):
-    name = "projects"
-    verbose_name = "Projects and items"
