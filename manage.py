@@ -15,13 +15,14 @@ sys.path.insert(1, str(ROOT))
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crowdlab.settings")
-    if sys.argv[1:2] == ["demo"] and not os.environ.get("SECRET_KEY"):
+    if sys.argv[1:2] == ["demo"]:
         # The demo serves with DEBUG off, which needs a SECRET_KEY before the
-        # settings load: its own, made once and kept in var/ (untracked). Its
-        # gunicorn and Celery worker inherit it through the environment.
-        from crowdlab.demo_key import demo_secret_key
+        # settings load: its own, made once and kept in CROWDLAB_HOME (as
+        # `crowdlab demo` does). Its gunicorn and Celery
+        # worker inherit it through the environment.
+        from crowdlab.cli import local_secret_key
 
-        os.environ["SECRET_KEY"] = demo_secret_key(ROOT / "var" / "demo-secret-key")
+        local_secret_key(demo=True)
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

@@ -18,13 +18,11 @@ def prepared_cursor() -> Any:
 
     The cursor is wrapped like ``connection.cursor()`` (Django's error
     translation and query logging, so ``CaptureQueriesContext`` sees it) and
-    joins the current transaction. Other backends (SQLite) get a plain cursor.
+    joins the current transaction.
     Django disables psycopg's preparing by default; ``settings`` turns it on
     (``DATABASE_PREPARE_THRESHOLD``, default 5; 0 turns it off, as a
     transaction-mode pgbouncer in front of PostgreSQL would need).
     """
-    if connection.vendor != "postgresql":
-        return connection.cursor()
     import psycopg
 
     connection.ensure_connection()

@@ -1,11 +1,12 @@
-"""The signing key of ``manage.py demo``.
+"""The signing key of ``crowdlab demo`` and of the embedded setup.
 
 The demo serves like a deployment (DEBUG off), and crowdlab refuses to start
 with DEBUG off and no SECRET_KEY. Rather than a key everyone knows, the demo
-makes one the first time, keeps it in an untracked file (``var/`` is in
-.gitignore) readable by its owner only, and reuses it, so demo sessions
-survive a restart. ``manage.py`` calls this before the settings load, and only
-for the ``demo`` command; a SECRET_KEY in the environment wins.
+makes one the first time, keeps it in ``CROWDLAB_HOME/demo-secret-key``
+(outside any checkout, next to the embedded database whose sessions it signs)
+readable by its owner only, and reuses it, so demo sessions survive a restart.
+``crowdlab.cli.local_secret_key`` calls this before the settings load; a
+SECRET_KEY in the environment wins.
 """
 from __future__ import annotations
 

