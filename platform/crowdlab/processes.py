@@ -16,6 +16,7 @@ from typing import Any
 
 from django.conf import settings
 
+from crowdlab.embedded import forget_dead_handles
 from crowdlab.home import SOURCE_ROOT
 
 
@@ -106,17 +107,25 @@ def run_services(
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 10
+        killed = False
         for name, child in reversed(children):
             try:
                 child.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 # A running inference task keeps a warm shutdown waiting; the
-                # run is re-queued on restart (acks_late + reject_on_worker_lost).
+                # run is failed by its stale heartbeat and the next trigger starts a fresh one
+                # (with Redis/RabbitMQ, acks_late + reject_on_worker_lost re-queue it).
                 # Each child leads its own process group, so killing the group
                 # leaves no orphaned pool processes.
                 warn(f"{name} did not stop within 10 s; killing it.")
                 os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
+                killed = True
+        if killed and settings.EMBEDDED_DATABASE:
+            # The killed worker never dropped its handle on the embedded server,
+            # which would then outlive us (seen: postgres left running after a
+            # demo stopped mid-run).
+            forget_dead_handles(settings.CROWDLAB_HOME)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         write("Stopped.")
