@@ -29,6 +29,7 @@ from crowdlab.projects import selectors as project_selectors
 from crowdlab.projects import services as project_services
 from crowdlab.projects.models import Item, Membership, Project
 from crowdlab.projects.roles import can_manage_project
+from crowdlab.results import selectors as results_selectors
 
 from . import payloads
 from .authentication import FastTokenAuthentication
@@ -119,7 +120,7 @@ class ProjectViewSet(viewsets.ModelViewSet):
         user = self.request.user
         if getattr(self, "swagger_fake_view", False) or not user.is_authenticated:
             return Project.objects.none()
-        return project_selectors.projects_with_counts(user=user)
+        return labelling_selectors.projects_with_counts(user=user)
 
     def _represent(self, project: Project) -> dict[str, Any]:
         if can_manage_project(self.request.user, project):
@@ -205,7 +206,7 @@ class MemberDetailView(ProjectScopedMixin, APIView):
         if membership is None:
             raise Http404("That user is not a member of this project.")
         with service_errors():
-            project_services.membership_remove(project=self.project, user=membership.user)
+            labelling_services.membership_remove(project=self.project, user=membership.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -393,5 +394,5 @@ class AnnotatorStatsView(ProjectScopedMixin, APIView):
     permission_classes = [IsProjectOwnerOrAdmin]
 
     def get(self, request: Request, project_pk: int) -> Response:
-        stats = labelling_selectors.annotator_statistics(project=self.project)
+        stats = results_selectors.annotator_statistics(project=self.project)
         return Response(AnnotatorStatsSerializer(stats, many=True).data)

@@ -38,6 +38,7 @@ from crowdlab.results.services import (
 )
 
 from . import adapter
+from .triggers import notify_new_annotations
 
 logger = logging.getLogger(__name__)
 
@@ -238,8 +239,6 @@ def run_execute(*, run_id: int, hostname: str = "local", task_id: str = "", recl
         purged = runs_purge_old(project_id=run.project_id)
         logger.info("run %s published (purged %d old runs)", run_id, purged)
         # Annotations that arrived while this run trained may already cross the threshold.
-        from .triggers import notify_new_annotations
-
         notify_new_annotations(run.project_id)
     return status
 

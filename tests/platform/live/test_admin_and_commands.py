@@ -71,7 +71,7 @@ def test_sweep_is_scheduled_every_minute_with_celery_beat() -> None:
     from django.apps import apps
     from django_celery_beat.models import PeriodicTask
 
-    migration = importlib.import_module("live.migrations.0001_sweep_schedule")
+    migration = importlib.import_module("crowdlab.live.migrations.0001_sweep_schedule")
     migration.create_schedule(apps, None)  # idempotent: also what `migrate` ran
     migration.create_schedule(apps, None)
     task = PeriodicTask.objects.get(name=migration.TASK_NAME)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from celery import current_app
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -295,10 +296,10 @@ class Command(BaseCommand):
                 "Set CELERY_TASK_ALWAYS_EAGER=1 to run inference inside the web process instead."
             )
         else:
-            from crowdlab.celery import app as celery_app
-
             try:
-                with celery_app.connection_for_write() as broker_connection:
+                # ``current_app`` is crowdlab's (``crowdlab/__init__``); the
+                # config module ``crowdlab.celery`` sits above the apps.
+                with current_app.connection_for_write() as broker_connection:
                     broker_connection.ensure_connection(max_retries=1, timeout=3)
             except Exception as exc:  # noqa: BLE001 - kombu raises many transport-specific errors
                 self.stderr.write(
