@@ -26,8 +26,13 @@ from crowdlab.db import model_from_row, prepared_cursor
 from crowdlab.projects.models import Item, Membership, Project
 
 from . import hooks
-from .models import Annotation, AnnotationRevision, AnnotationSource, Assignment, AssignmentStatus
-
+from .models import (
+    Annotation,
+    AnnotationRevision,
+    AnnotationSource,
+    Assignment,
+    AssignmentStatus,
+)
 
 # One next-task locks one candidate at a time: locking more would hide them
 # from concurrent annotators (SKIP LOCKED) who might then wrongly hear

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from django.db import connection, transaction
 
-from inference import CrowdData
 from crowdlab.results.models import LabelSource
 from crowdlab.results.services import ConfusionRow, GeneratedRow, LabelRow, RunResults
+from inference import CrowdData
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,6 @@ from typing import Any
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 
-from inference import make_model
-from inference.models import MODELS
 from crowdlab.results.models import InferenceRun, RunStatus
 from crowdlab.results.selectors import project_max_annotation_id, warm_start_run
 from crowdlab.results.services import (
@@ -36,6 +34,8 @@ from crowdlab.results.services import (
     runs_fail_for_worker,
     runs_purge_old,
 )
+from inference import make_model
+from inference.models import MODELS
 
 from . import adapter
 from .triggers import notify_new_annotations

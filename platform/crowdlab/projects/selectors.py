@@ -13,8 +13,6 @@ did not exist); a member who is not the owner asking for owner-only data gets
 """
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import PermissionDenied, ValidationError

@@ -10,7 +10,14 @@ from crowdlab.jsonlimits import admin_formfield_overrides
 from crowdlab.projects.admin import ItemAdmin
 from crowdlab.projects.models import Item
 
-from .models import AggregatedLabel, AnnotatorConfusion, CommonConfusion, GeneratedAnnotation, InferenceRun, RunStatus
+from .models import (
+    AggregatedLabel,
+    AnnotatorConfusion,
+    CommonConfusion,
+    GeneratedAnnotation,
+    InferenceRun,
+    RunStatus,
+)
 from .services import RunNotActive, run_cancel
 
 

@@ -13,7 +13,14 @@ from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 
 from crowdlab.projects.models import Project
 
-from .models import AggregatedLabel, AnnotatorConfusion, CommonConfusion, GeneratedAnnotation, InferenceRun, RunStatus
+from .models import (
+    AggregatedLabel,
+    AnnotatorConfusion,
+    CommonConfusion,
+    GeneratedAnnotation,
+    InferenceRun,
+    RunStatus,
+)
 
 ACTIVE_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING)
 

@@ -4,10 +4,12 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from django.core.exceptions import PermissionDenied, ValidationError
-from django.utils import timezone
-
-from crowdlab.labelling.models import Annotation, AnnotationRevision, Assignment, AssignmentStatus
+from crowdlab.labelling.models import (
+    Annotation,
+    AnnotationRevision,
+    Assignment,
+    AssignmentStatus,
+)
 from crowdlab.labelling.services import (
     AnnotationConflict,
     annotation_submit,
@@ -18,7 +20,15 @@ from crowdlab.labelling.services import (
 )
 from crowdlab.projects.models import Item, Membership, Project
 from crowdlab.projects.services import membership_add
-from tests.platform.factories import AnnotationFactory, ItemFactory, ProjectFactory, UserFactory
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.utils import timezone
+
+from tests.platform.factories import (
+    AnnotationFactory,
+    ItemFactory,
+    ProjectFactory,
+    UserFactory,
+)
 
 pytestmark = pytest.mark.django_db
 

@@ -3,10 +3,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from crowdlab.projects.models import Membership, Project
+from crowdlab.projects.services import (
+    membership_add,
+    project_create,
+    project_delete,
+    project_update,
+)
 from django.core.exceptions import ValidationError
 
-from crowdlab.projects.models import Membership, Project
-from crowdlab.projects.services import membership_add, project_create, project_delete, project_update
 from tests.platform.factories import AnnotationFactory
 
 pytestmark = pytest.mark.django_db
