@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from celery import current_app
 from django.db import connections
 
 logger = logging.getLogger(__name__)
@@ -36,10 +37,10 @@ def database_ok() -> bool:
 def broker_ok(timeout: float = BROKER_TIMEOUT_S) -> bool:
     """Connect to the broker the Celery app sends tasks to (Redis answers a PING
     while kombu opens its channel), with one quick try and no retry loop."""
-    from crowdlab.celery import app  # imported here: settings must be loaded first
-
+    # ``current_app``: the crowdlab app (``crowdlab/__init__`` creates it before
+    # any of its modules loads); ``crowdlab.celery`` sits above this module.
     try:
-        with app.connection_for_write(connect_timeout=timeout) as connection:
+        with current_app.connection_for_write(connect_timeout=timeout) as connection:
             connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
     except Exception as exc:  # noqa: BLE001 - as above
         logger.warning("health check: the Celery broker is not reachable: %s", exc)

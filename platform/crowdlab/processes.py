@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 
 from crowdlab.embedded import forget_dead_handles
@@ -44,10 +45,8 @@ def _child_env() -> dict[str, str]:
 
 
 def _check_broker(write: Any) -> None:
-    from crowdlab.celery import app as celery_app
-
     try:
-        with celery_app.connection_for_write() as broker_connection:
+        with current_app.connection_for_write() as broker_connection:
             broker_connection.ensure_connection(max_retries=1, timeout=3)
     except Exception as exc:  # noqa: BLE001 - kombu raises many transport-specific errors
         write(

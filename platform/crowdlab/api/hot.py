@@ -16,6 +16,7 @@ the DRF view would also accept.
 """
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from functools import wraps
@@ -31,9 +32,9 @@ from rest_framework.authtoken.models import Token
 
 from crowdlab import jsonlimits
 from crowdlab.db import model_from_row, prepared_cursor
+from crowdlab.labelling import hooks
 from crowdlab.labelling import services as labelling_services
-from crowdlab.live.triggers import threshold_due_sql
-from crowdlab.projects.models import Project
+from crowdlab.projects.models import Membership, Project
 
 from .payloads import annotation_payload, plain_submit, task_payload
 from .serializers import TaskSerializer
@@ -51,8 +52,8 @@ _PROJECT_FIELDS = [field for field in Project._meta.concrete_fields]
 _MEMBER_BY_TOKEN = f"""
     FROM {Token._meta.db_table} t
     JOIN {_USER._meta.db_table} u ON u.{_USER._meta.pk.column} = t.user_id
-    JOIN projects_membership m ON m.user_id = u.{_USER._meta.pk.column} AND m.project_id = %(project)s
-    JOIN projects_project p ON p.id = m.project_id
+    JOIN {Membership._meta.db_table} m ON m.user_id = u.{_USER._meta.pk.column} AND m.project_id = %(project)s
+    JOIN {Project._meta.db_table} p ON p.id = m.project_id
     WHERE t.key = %(key)s AND u.is_active"""
 
 # Label membership in the project's classes is checked here too, so an invalid
@@ -63,12 +64,19 @@ who AS (
       AND p.classes @> jsonb_build_array(jsonb_build_object('name', %(label)s::text))
 ),"""
 
-_SUBMIT_SQL = labelling_services.submit_leased_sql(
-    annotator="(SELECT id FROM who)",
-    prefix=_WHO_SUBMIT,
-    extra=", (SELECT id FROM who), (SELECT username FROM who), "
-    + threshold_due_sql(inserted_id="(SELECT id FROM ins)"),
-)
+
+@functools.cache
+def _submit_sql(listener: hooks.AnnotationListener | None) -> str:
+    """The fast submit's statement, with the annotation listener's "work to do?"
+    column (``labelling.hooks``; live inference's threshold check). Cached per
+    listener, like ``labelling.services``' own one-statement submit."""
+    return labelling_services.submit_leased_sql(
+        annotator="(SELECT id FROM who)",
+        prefix=_WHO_SUBMIT,
+        extra=", (SELECT id FROM who), (SELECT username FROM who), "
+        + hooks.due_sql(inserted_id="(SELECT id FROM ins)", listener=listener),
+    )
+
 
 # Authentication, the project row and next_task's membership lock + current
 # lease (``labelling.services._MEMBER_LEASE_SQL``) in one statement.
@@ -117,7 +125,7 @@ def submit_fast(request: HttpRequest, project_pk: int) -> HttpResponse | None:
     now = timezone.now()
     with prepared_cursor() as cursor:
         cursor.execute(
-            _SUBMIT_SQL,
+            _submit_sql(hooks.listener()),
             {
                 "key": key,
                 "project": project_pk,

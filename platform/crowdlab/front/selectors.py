@@ -16,10 +16,15 @@ from django.db.models import Count, F, FloatField, OuterRef, Q, QuerySet, Subque
 from django.db.models.functions import Cast, TruncDay, TruncHour
 
 from crowdlab.labelling.models import Annotation
-from crowdlab.labelling.selectors import annotator_statistics
 from crowdlab.projects.models import Item, Project
 from crowdlab.results.models import AggregatedLabel, AnnotatorConfusion, InferenceRun
-from crowdlab.results.selectors import common_confusion_for_run, confusions_for_run, latest_published_run
+from crowdlab.results.selectors import (
+    annotator_statistics,
+    common_confusion_for_run,
+    confusions_for_run,
+    generated_for_run,
+    latest_published_run,
+)
 
 # ---------------------------------------------------------------------------- progress
 
@@ -135,8 +140,6 @@ def results_table(
 
 def generated_by_item(*, run: InferenceRun, item_ids: list[int]) -> dict[int, list[Any]]:
     """The run's CrowdInG-generated annotations of these items (one page), by item id."""
-    from crowdlab.results.selectors import generated_for_run
-
     grouped: dict[int, list[Any]] = {}
     for generated in generated_for_run(run=run).filter(item_id__in=item_ids):
         grouped.setdefault(generated.item_id, []).append(generated)

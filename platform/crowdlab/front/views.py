@@ -33,6 +33,7 @@ from crowdlab.labelling.services import (
     annotation_undo,
     annotation_submit,
     assignment_skip,
+    membership_remove,
     next_task,
 )
 from crowdlab.live.triggers import new_annotations_count, request_run
@@ -48,7 +49,7 @@ from crowdlab.projects.selectors import (
     projects_owned_by,
     user_get_by_username,
 )
-from crowdlab.projects.services import membership_add, membership_remove, project_create, project_update
+from crowdlab.projects.services import membership_add, project_create, project_update
 from crowdlab.results.export import EXPORT_FORMATS, export_response
 from crowdlab.results.models import InferenceRun, RunStatus, RunTrigger
 from crowdlab.results.selectors import active_run, automatic_runs_held_by, confusions_for_run, latest_published_run

@@ -13,6 +13,7 @@ Invariants, enforced here and by the unique constraints on
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -22,11 +23,16 @@ from django.db.models import F
 from django.utils import timezone
 
 from crowdlab.db import model_from_row, prepared_cursor
-from crowdlab.live.triggers import notify_on_commit, threshold_due_sql
 from crowdlab.projects.models import Item, Membership, Project
 
-from .models import Annotation, AnnotationRevision, AnnotationSource, Assignment, AssignmentStatus
-
+from . import hooks
+from .models import (
+    Annotation,
+    AnnotationRevision,
+    AnnotationSource,
+    Assignment,
+    AssignmentStatus,
+)
 
 # One next-task locks one candidate at a time: locking more would hide them
 # from concurrent annotators (SKIP LOCKED) who might then wrongly hear
@@ -119,6 +125,20 @@ FROM projects_membership m
 WHERE m.project_id = %(project)s AND m.user_id = %(annotator)s
 FOR UPDATE OF m
 """
+
+
+@transaction.atomic
+def membership_remove(*, project: Project, user: AbstractBaseUser) -> None:
+    """Remove ``user`` from ``project``. Their annotations stay; their open leases are released.
+
+    Here rather than in ``projects.services``: it writes leases, which
+    ``projects`` (below ``labelling``) does not know."""
+    deleted, _ = Membership.objects.filter(project=project, user=user).delete()
+    if not deleted:
+        raise ValidationError({"user": f"{user} is not a member of this project."})
+    Assignment.objects.filter(project=project, annotator=user, status=AssignmentStatus.ACTIVE).update(
+        status=AssignmentStatus.SKIPPED
+    )
 
 
 @transaction.atomic
@@ -347,7 +367,13 @@ SELECT (SELECT id FROM ins), (SELECT id FROM it){extra}
 """
 
 
-_SUBMIT_FAST_SQL = submit_leased_sql(extra=", " + threshold_due_sql(inserted_id="(SELECT id FROM ins)"))
+@functools.cache
+def _submit_fast_sql(listener: hooks.AnnotationListener | None) -> str:
+    """``annotation_submit_leased``'s statement with the listener's "work to
+    do?" column (``hooks.due_sql``). Built on first use and cached per listener,
+    not at import: ``live`` registers its listener in ``ready()``, possibly
+    after this module was imported."""
+    return submit_leased_sql(extra=", " + hooks.due_sql(inserted_id="(SELECT id FROM ins)", listener=listener))
 
 
 def annotation_submit_leased(
@@ -374,7 +400,7 @@ def annotation_submit_leased(
     now = timezone.now()
     with prepared_cursor() as cursor:
         cursor.execute(
-            _SUBMIT_FAST_SQL,
+            _submit_fast_sql(hooks.listener()),
             {
                 "project": project.pk,
                 "external_id": external_id,
@@ -408,9 +434,10 @@ def annotation_inserted(
     threshold_due: bool | None = None,
 ) -> Annotation:
     """The Annotation a raw INSERT just wrote (no re-read), marked ``was_created``,
-    with the live-inference check registered for after commit (issue 4) when
-    the statement's own threshold column (``live.triggers.threshold_due_sql``)
-    said so, or always when the statement had none (``threshold_due=None``)."""
+    with the annotation listener told (``hooks.annotations_stored``: live
+    inference checks its threshold after commit) when the statement's own
+    column (``hooks.due_sql``) said so, or always when the statement had none
+    (``threshold_due=None``)."""
     annotation = Annotation(
         id=annotation_id,
         project_id=project_id,
@@ -425,7 +452,7 @@ def annotation_inserted(
     if item is not None:
         annotation.item = item
     if threshold_due is None or threshold_due:
-        notify_on_commit(project_id)
+        hooks.annotations_stored(project_id=project_id)
     annotation.was_created = True  # type: ignore[attr-defined]
     return annotation
 

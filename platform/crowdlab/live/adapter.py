@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from django.db import connection, transaction
 
-from inference import CrowdData
 from crowdlab.results.models import LabelSource
 from crowdlab.results.services import ConfusionRow, GeneratedRow, LabelRow, RunResults
+from inference import CrowdData
 
 logger = logging.getLogger(__name__)
 
@@ -223,6 +223,8 @@ def _features(cursor: Any, project_id: int, item_pks: np.ndarray, has_numeric: n
             matrix = values.reshape(len(item_pks), dim)
             if not np.isfinite(matrix).all():
                 raise ValueError("item features contain NaN or infinite values")
+            # Imported here, not at the top: it loads scikit-learn (about a
+            # second), which runs on projects without features never need.
             from inference.features import standardise_numeric
 
             standardised, _scaler = standardise_numeric(matrix)
@@ -244,6 +246,7 @@ def _features(cursor: Any, project_id: int, item_pks: np.ndarray, has_numeric: n
     if sum(1 for t in texts if t.strip()) < 2:
         return None, "none"
     try:
+        # Imported here for the same reason as standardise_numeric (scikit-learn).
         from inference.features import text_features
     except ImportError:
         logger.warning("inference.features.text_features is not available; fitting without item features")

@@ -22,8 +22,6 @@ from typing import Any
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 
-from inference import make_model
-from inference.models import MODELS
 from crowdlab.results.models import InferenceRun, RunStatus
 from crowdlab.results.selectors import project_max_annotation_id, warm_start_run
 from crowdlab.results.services import (
@@ -36,8 +34,11 @@ from crowdlab.results.services import (
     runs_fail_for_worker,
     runs_purge_old,
 )
+from inference import make_model
+from inference.models import MODELS
 
 from . import adapter
+from .triggers import notify_new_annotations
 
 logger = logging.getLogger(__name__)
 
@@ -238,8 +239,6 @@ def run_execute(*, run_id: int, hostname: str = "local", task_id: str = "", recl
         purged = runs_purge_old(project_id=run.project_id)
         logger.info("run %s published (purged %d old runs)", run_id, purged)
         # Annotations that arrived while this run trained may already cross the threshold.
-        from .triggers import notify_new_annotations
-
         notify_new_annotations(run.project_id)
     return status
 

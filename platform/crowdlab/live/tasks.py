@@ -13,7 +13,17 @@ import redis.exceptions
 from celery import shared_task
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import (
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+)
+
+from crowdlab.results.services import runs_fail_stale
+
+from . import triggers
+from .services import fail_runs_of_restarted_worker, run_execute
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +52,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     time_limit=settings.INFERENCE_RUN_TIMEOUT_S + 60,
 )
 def execute_run(self: Any, run_id: int) -> str:
-    from .services import run_execute
-
     return run_execute(
         run_id=int(run_id),
         hostname=self.request.hostname or "local",
@@ -54,22 +62,20 @@ def execute_run(self: Any, run_id: int) -> str:
 
 @shared_task(name="live.tasks.sweep", autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, max_retries=3)
 def sweep() -> dict[str, list[int]]:
-    from .triggers import sweep as do_sweep
-
-    return do_sweep()
+    return triggers.sweep()
 
 
 @shared_task(name="live.tasks.notify_new_annotations", ignore_result=True)
 def notify_new_annotations(project_id: int) -> None:
     """For callers outside the web process (e.g. a bulk import job)."""
-    from .triggers import notify_new_annotations as notify
-
-    notify(int(project_id))
+    triggers.notify_new_annotations(int(project_id))
 
 
 @worker_process_init.connect
 def _limit_threads(**_kwargs: Any) -> None:
     # Two cores are shared by web, worker and DB: cap torch's intra-op pool.
+    # Imported here, not at the top: only pool processes need torch (seconds
+    # to import, hundreds of MB), not the main process, beat or the web.
     import torch
 
     torch.set_num_threads(settings.INFERENCE_THREADS)
@@ -100,10 +106,6 @@ class StaleRunWatchdog:
         self._thread.join(timeout=10)
 
     def check(self) -> list[int]:
-        from django.db import connection
-
-        from crowdlab.results.services import runs_fail_stale
-
         try:
             failed = runs_fail_stale()
         except (OperationalError, InterfaceError) as exc:
@@ -145,10 +147,6 @@ def _fail_orphaned_runs(sender: Any = None, **_kwargs: Any) -> None:
     hostname = getattr(sender, "hostname", None)
     if not hostname:
         return
-    from django.db import close_old_connections
-
-    from .services import fail_runs_of_restarted_worker
-
     close_old_connections()
     try:
         failed = fail_runs_of_restarted_worker(hostname=hostname)
@@ -158,8 +156,6 @@ def _fail_orphaned_runs(sender: Any = None, **_kwargs: Any) -> None:
     finally:
         # Never let prefork children inherit the parent's database socket.
         close_old_connections()
-        from django.db import connection
-
         connection.close()
     if failed:
         logger.warning("worker %s restarted: failed orphaned runs %s", hostname, failed)

@@ -2,10 +2,12 @@
 
 * ``notify_new_annotations(project_id)`` runs after annotation commits and
   starts a run when N new annotations arrived since the last published run's
-  snapshot and no run is active. Crowd imports and the general submit path
-  call it after every commit (``notify_on_commit``); the one-statement submits
-  compute the threshold in the same statement (``threshold_due_sql``) and call
-  it only when it is due.
+  snapshot and no run is active. ``labelling`` does not import this module:
+  it tells its registered listener (``labelling.hooks``, ``ThresholdListener``
+  here, registered by ``LiveConfig.ready``). Crowd imports and the general
+  submit path call it after every commit (``notify_on_commit``); the
+  one-statement submits compute the threshold in the same statement
+  (``threshold_due_sql``) and call it only when it is due.
 * ``sweep()`` (Celery beat, every minute) starts a run after T minutes with any
   new annotation or when N were reached without one starting (concurrent last
   submits), fails runs whose heartbeat stopped and re-sends pending runs whose
@@ -40,10 +42,12 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from crowdlab.labelling.models import Annotation
 from crowdlab.projects.models import Project
 from crowdlab.results.models import InferenceRun, RunStatus, RunTrigger
 from crowdlab.results.services import run_create, runs_fail_stale
@@ -98,15 +102,24 @@ FROM projects_project p WHERE p.id = %s
 """
 
 
+# The task ``live.tasks`` registers under this name. Sent by name: the tasks
+# module sits above this one (it calls the triggers and the services), and a
+# web process that only sends runs never needs to import it (nor, through the
+# services, ``inference``).
+EXECUTE_RUN_TASK = "live.tasks.execute_run"
+
+
 def enqueue_run(run_id: int) -> bool:
     """Send the Celery task; False (logged) when the broker is unreachable.
 
     The pending run stays in the database either way and the sweep re-sends it.
     """
-    from .tasks import execute_run
-
     try:
-        execute_run.apply_async(args=[run_id])
+        # A signature rather than ``send_task``: where the task is registered
+        # (workers; ``CELERY_TASK_ALWAYS_EAGER``, see ``LiveConfig.ready``) it
+        # is applied as the task itself, so eager mode still runs it in place;
+        # elsewhere it is sent by name.
+        current_app.signature(EXECUTE_RUN_TASK, args=[run_id]).apply_async()
     except Exception as exc:  # noqa: BLE001 - kombu/redis raise many connection error types
         logger.warning("run %s: could not send the task (%s); the sweep will retry", run_id, exc)
         return False
@@ -170,6 +183,21 @@ def notify_on_commit(project_id: int) -> None:
     transaction.on_commit(partial(notify_new_annotations, project_id), robust=True)
 
 
+class ThresholdListener:
+    """live's ``labelling.hooks.AnnotationListener`` (registered by
+    ``LiveConfig.ready``): a submit's statement carries ``threshold_due_sql``,
+    and stored annotations register ``notify_new_annotations`` for after commit."""
+
+    def due_sql(self, *, inserted_id: str) -> str:
+        return threshold_due_sql(inserted_id=inserted_id)
+
+    def annotations_stored(self, *, project_id: int) -> None:
+        notify_on_commit(project_id)
+
+
+LISTENER = ThresholdListener()
+
+
 def threshold_due_sql(*, inserted_id: str) -> str:
     """A result column for a one-statement submit: TRUE when, counting the
     annotation it inserts (``inserted_id``, SQL, NULL when nothing was
@@ -208,8 +236,6 @@ def automatic_baseline(project_id: int) -> int:
 
 def _timer_due(project: Project, now: Any) -> bool:
     """Any annotation newer than the automatic baseline that has waited T minutes?"""
-    from crowdlab.labelling.models import Annotation
-
     first_new = (
         Annotation.objects.filter(project=project, id__gt=automatic_baseline(project.pk))
         .order_by("id")

@@ -1,3 +1,9 @@
+"""Admin of projects, members and items.
+
+Apps above ``projects`` extend these admins from their own ``admin.py`` (they
+subclass them and register the subclass in their place): ``projects`` never
+imports them.
+"""
 from __future__ import annotations
 
 from django.conf import settings
@@ -5,9 +11,6 @@ from django.contrib import admin
 from django.db import models
 
 from crowdlab.jsonlimits import admin_formfield_overrides
-
-from crowdlab.live.admin_actions import run_inference_cold, run_inference_now
-from crowdlab.results.admin import GeneratedAnnotationInline
 
 from .models import Item, Membership, Project
 
@@ -24,7 +27,7 @@ class ProjectAdmin(admin.ModelAdmin):
     list_filter = ("model", "is_active")
     search_fields = ("name", "owner__username")
     inlines = [MembershipInline]
-    actions = [run_inference_now, run_inference_cold]  # added by "live" (issue 4)
+    # live's admin re-registers Project with its "Run inference now" actions.
     # The same limits as the API and the web UI (deep JSON, long instructions).
     formfield_overrides = {
         **admin_formfield_overrides(),
@@ -44,7 +47,7 @@ class ItemAdmin(admin.ModelAdmin):
     list_filter = ("kind", "project")
     search_fields = ("external_id",)
     raw_id_fields = ("project",)
-    inlines = [GeneratedAnnotationInline]  # CrowdInG output, read-only (added by "genplat", issue 5)
+    # results' admin re-registers Item with the generated annotations inline.
     formfield_overrides = {
         **admin_formfield_overrides(),
         models.TextField: {"max_length": settings.ITEM_TEXT_MAX_LENGTH},

@@ -35,6 +35,7 @@ from django.utils import timezone
 
 from crowdlab import jsonlimits
 
+from crowdlab.labelling import hooks
 from crowdlab.labelling.models import Annotation, AnnotationSource
 
 from .images import ALLOWED_IMAGE_LABELS, ImageRejected, image_type_of
@@ -1104,10 +1105,9 @@ def crowd_import(*, project: Project, stream: IO[bytes] | IO[str] | bytes | str)
         for start in range(0, len(ids), 10_000):
             Item.objects.filter(pk__in=ids[start : start + 10_000]).update(n_annotations=F("n_annotations") + delta)
 
-    # Live inference (issue 4): after commit, start a run if N new annotations arrived.
-    from crowdlab.live.triggers import notify_on_commit
-
-    notify_on_commit(project.pk)
+    # Live inference (issue 4), through labelling's listener: after commit,
+    # start a run if N new annotations arrived.
+    hooks.annotations_stored(project_id=project.pk)
     return CrowdImportResult(
         annotations_created=len(annotation_rows),
         duplicates_skipped=duplicates,

@@ -13,10 +13,9 @@ did not exist); a member who is not the owner asking for owner-only data gets
 """
 from __future__ import annotations
 
-from typing import Any
-
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q, QuerySet
 from django.http import Http404
 
@@ -116,38 +115,8 @@ def items_for_project(*, project: Project) -> QuerySet[Item]:
 
 def user_get_by_username(*, username: str) -> AbstractBaseUser:
     """The user named ``username``; ``ValidationError`` naming the field otherwise."""
-    from django.contrib.auth import get_user_model
-    from django.core.exceptions import ValidationError
-
     User = get_user_model()
     try:
         return User.objects.get(username=username)
     except User.DoesNotExist:
         raise ValidationError({"username": f"no user named {username!r}."}) from None
-
-
-def projects_with_counts(*, user: UserLike) -> QuerySet[Project]:
-    """``projects_visible_to`` annotated with the counts the API shows:
-    ``n_items``, ``n_annotations`` (from the denormalised per-item counters, so
-    no annotation rows are counted), ``n_members`` and ``my_annotations``
-    (the asking user's own labels: the only count annotators see)."""
-    from django.db.models import Count, OuterRef, Subquery, Sum, Value
-    from django.db.models.functions import Coalesce
-
-    from crowdlab.labelling.models import Annotation
-
-    def per_project(queryset: QuerySet[Any], aggregate: Any) -> Coalesce:
-        return Coalesce(Subquery(queryset.values("project").annotate(v=aggregate).values("v")), Value(0))
-
-    items = Item.objects.filter(project=OuterRef("pk"))
-    return (
-        projects_visible_to(user)
-        .select_related("owner")
-        .annotate(
-            n_items=per_project(items, Count("id")),
-            n_annotations=per_project(items, Sum("n_annotations")),
-            n_members=per_project(Membership.objects.filter(project=OuterRef("pk")), Count("id")),
-            my_annotations=per_project(Annotation.objects.filter(project=OuterRef("pk"), annotator=user), Count("id")),
-        )
-        .order_by("-created_at", "-id")
-    )

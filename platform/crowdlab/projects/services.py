@@ -109,15 +109,3 @@ def membership_add(*, project: Project, user: AbstractBaseUser) -> Membership:
     return membership
 
 
-@transaction.atomic
-def membership_remove(*, project: Project, user: AbstractBaseUser) -> None:
-    """Remove ``user`` from ``project``. Their annotations stay; their open leases are released."""
-    from crowdlab.labelling.models import Assignment, AssignmentStatus
-
-    deleted, _ = Membership.objects.filter(project=project, user=user).delete()
-    if not deleted:
-        raise ValidationError({"user": f"{user} is not a member of this project."})
-    Assignment.objects.filter(project=project, annotator=user, status=AssignmentStatus.ACTIVE).update(
-        status=AssignmentStatus.SKIPPED
-    )
-

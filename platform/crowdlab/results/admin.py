@@ -7,8 +7,17 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from crowdlab.jsonlimits import admin_formfield_overrides
+from crowdlab.projects.admin import ItemAdmin
+from crowdlab.projects.models import Item
 
-from .models import AggregatedLabel, AnnotatorConfusion, CommonConfusion, GeneratedAnnotation, InferenceRun, RunStatus
+from .models import (
+    AggregatedLabel,
+    AnnotatorConfusion,
+    CommonConfusion,
+    GeneratedAnnotation,
+    InferenceRun,
+    RunStatus,
+)
 from .services import RunNotActive, run_cancel
 
 
@@ -111,3 +120,16 @@ class GeneratedAnnotationInline(admin.TabularInline):
 
     def has_change_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
         return False
+
+
+class ItemWithGeneratedAdmin(ItemAdmin):
+    """``projects``' item admin plus the item's CrowdInG output, read-only
+    (issue 5). Registered in its place from here because ``projects`` sits
+    below ``results`` and does not import it."""
+
+    inlines = [*ItemAdmin.inlines, GeneratedAnnotationInline]
+
+
+# ``projects.admin`` registered Item when the import above ran.
+admin.site.unregister(Item)
+admin.site.register(Item, ItemWithGeneratedAdmin)

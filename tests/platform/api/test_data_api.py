@@ -1,4 +1,4 @@
-"""API: bulk item import, crowd import and streamed export (api.views_data)."""
+"""API: bulk item import, crowd import and streamed export (api.views.items, api.views.export)."""
 from __future__ import annotations
 
 import csv

@@ -4,19 +4,31 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from django.core.exceptions import PermissionDenied, ValidationError
-from django.utils import timezone
-
-from crowdlab.labelling.models import Annotation, AnnotationRevision, Assignment, AssignmentStatus
+from crowdlab.labelling.models import (
+    Annotation,
+    AnnotationRevision,
+    Assignment,
+    AssignmentStatus,
+)
 from crowdlab.labelling.services import (
     AnnotationConflict,
     annotation_submit,
     annotation_update,
     assignment_skip,
+    membership_remove,
     next_task,
 )
 from crowdlab.projects.models import Item, Membership, Project
-from tests.platform.factories import AnnotationFactory, ItemFactory, ProjectFactory, UserFactory
+from crowdlab.projects.services import membership_add
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.utils import timezone
+
+from tests.platform.factories import (
+    AnnotationFactory,
+    ItemFactory,
+    ProjectFactory,
+    UserFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -152,3 +164,15 @@ def test_update_of_someone_elses_annotation_refused(project: Project, annotator:
     annotation = AnnotationFactory(item=project.items.first(), annotator=annotator, label="cat")
     with pytest.raises(PermissionDenied):
         annotation_update(annotation=annotation, label="dog", annotator=outsider)
+
+
+def test_membership_remove_releases_leases(project: Project, outsider: Any) -> None:
+    membership_add(project=project, user=outsider)
+    membership_add(project=project, user=outsider)  # idempotent
+    assert Membership.objects.filter(project=project, user=outsider).count() == 1
+    lease = next_task(project=project, annotator=outsider)
+    assert lease is not None
+    membership_remove(project=project, user=outsider)
+    assert Assignment.objects.get(pk=lease.pk).status == AssignmentStatus.SKIPPED
+    with pytest.raises(ValidationError):
+        membership_remove(project=project, user=outsider)

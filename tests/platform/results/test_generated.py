@@ -16,7 +16,7 @@ from django.db.models import Sum
 from django.test import Client
 
 from crowdlab.labelling.models import Annotation
-from crowdlab.labelling.selectors import annotator_statistics
+from crowdlab.results.selectors import annotator_statistics
 from crowdlab.live.services import run_execute
 from crowdlab.live.triggers import new_annotations_count
 from crowdlab.projects.models import Item, Membership, Project

@@ -19,12 +19,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import psycopg
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import transaction
+from django.db import connection, transaction
 
+from crowdlab.processes import run_services
+from inference.synthetic import make_synthetic_crowd
 from crowdlab.projects.importing import crowd_import, items_import
 from crowdlab.projects.models import Membership, Project
 from crowdlab.projects.roles import make_requester
@@ -57,55 +60,24 @@ class Login:
 def _generate_crowd(*, n_items: int, n_workers: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int]]]:
     """Truth, features and (item, worker, label) triples of a realistic crowd.
 
-    Uses ``inference.synthetic`` (CoNAL-style common + individual confusions,
-    skewed worker activity) when it is available, else a small generator with
-    the same ingredients.
+    ``inference.synthetic``: CoNAL-style common + individual confusions and
+    skewed worker activity.
     """
-    try:
-        from inference.synthetic import make_synthetic_crowd
-    except ImportError:
-        make_synthetic_crowd = None
-    if make_synthetic_crowd is not None:
-        crowd = make_synthetic_crowd(
-            n_items=n_items,
-            n_test=0,
-            n_annotators=n_workers,
-            n_classes=len(CLASSES),
-            n_features=16,
-            labels_per_item=3,
-            common_strength=0.5,
-            individual_strength=0.35,
-            common_share=0.3,
-            seed=seed,
-        )
-        data = crowd.data
-        triples = list(
-            zip(data.item_idx.tolist(), data.annotator_idx.tolist(), data.label_idx.tolist())
-        )
-        return np.asarray(crowd.true_labels), np.asarray(data.features, dtype=float), triples
-
-    rng = np.random.default_rng(seed)
-    n_classes = len(CLASSES)
-    truth = rng.integers(0, n_classes, size=n_items)
-    means = rng.normal(scale=1.5, size=(n_classes, 16))
-    features = means[truth] + rng.normal(size=(n_items, 16))
-    # One shared confusion (cat<->dog, bird->horse...) that every worker falls into sometimes.
-    common = np.roll(np.arange(n_classes), 1)
-    reliability = rng.beta(6, 2.5, size=n_workers)  # most workers decent, a few poor
-    common_share = rng.uniform(0.2, 0.8, size=n_workers)
-    activity = rng.lognormal(sigma=1.0, size=n_workers)
-    activity /= activity.sum()
-    triples: list[tuple[int, int, int]] = []
-    for item in range(n_items):
-        for worker in rng.choice(n_workers, size=3, replace=False, p=activity):
-            if rng.random() < reliability[worker]:
-                label = truth[item]
-            elif rng.random() < common_share[worker]:
-                label = common[truth[item]]
-            else:
-                label = rng.integers(0, n_classes)
-            triples.append((item, int(worker), int(label)))
-    return truth, features, triples
+    crowd = make_synthetic_crowd(
+        n_items=n_items,
+        n_test=0,
+        n_annotators=n_workers,
+        n_classes=len(CLASSES),
+        n_features=16,
+        labels_per_item=3,
+        common_strength=0.5,
+        individual_strength=0.35,
+        common_share=0.3,
+        seed=seed,
+    )
+    data = crowd.data
+    triples = list(zip(data.item_idx.tolist(), data.annotator_idx.tolist(), data.label_idx.tolist()))
+    return np.asarray(crowd.true_labels), np.asarray(data.features, dtype=float), triples
 
 
 def _item_text(true_class: str, confusable: str, rng: np.random.Generator) -> str:
@@ -147,11 +119,9 @@ class Command(BaseCommand):
 
     def _ensure_database(self) -> None:
         """Create the PostgreSQL database on a fresh machine (the server runs, the database not yet)."""
-        from django.db import connection
 
         if settings.EMBEDDED_DATABASE:
             return  # crowdlab.embedded created it when the settings loaded
-        import psycopg
 
         try:
             connection.ensure_connection()
@@ -274,7 +244,5 @@ class Command(BaseCommand):
                 raise CommandError(f"cannot listen on {host}:{port} ({exc}); pass --port with a free port.") from None
 
     def _serve(self, host: str, port: int) -> None:
-        from crowdlab.processes import run_services
-
         # The demo always runs its own worker: a demo that never infers shows nothing.
         run_services(host=host, port=port, with_worker=True, out=self.stdout.write, err=self.stderr.write)

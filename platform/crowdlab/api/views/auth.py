@@ -21,9 +21,9 @@ from rest_framework.response import Response
 
 from crowdlab.lockout import LOCKED_OUT_MESSAGE, retry_after_seconds
 
-from .parsers import JSONParser
-from .schema import ValidationErrorSerializer
-from .serializers import StrictJSONMixin
+from ..parsers import JSONParser
+from ..schema import ValidationErrorSerializer
+from ..serializers import StrictJSONMixin
 
 
 class TokenRequestSerializer(StrictJSONMixin, AuthTokenSerializer):

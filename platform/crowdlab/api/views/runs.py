@@ -1,4 +1,4 @@
-"""Inference runs and their published results (issue 4).
+"""Inference runs, their published results and per-annotator statistics (issue 4).
 
 Owner/admin only (``IsProjectOwnerOrAdmin``): annotators get 403 — they never
 see aggregates — and people with no relation to the project 404. Results
@@ -7,20 +7,25 @@ sees one run's results, never a mix of two.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crowdlab.api.permissions import IsProjectOwnerOrAdmin
-from crowdlab.api.serializers import StrictJSONMixin
 from crowdlab.live.triggers import request_run
+from crowdlab.projects.models import Project
 from crowdlab.results.models import (
     AggregatedLabel,
     AnnotatorConfusion,
@@ -32,6 +37,7 @@ from crowdlab.results.models import (
 )
 from crowdlab.results.selectors import (
     active_run,
+    annotator_statistics,
     common_confusion_for_run,
     confusions_for_run,
     generated_for_run,
@@ -41,7 +47,9 @@ from crowdlab.results.selectors import (
 )
 from crowdlab.results.services import RunNotActive, run_cancel
 
-# --------------------------------------------------------------------------- serializers
+from ..permissions import IsProjectOwnerOrAdmin, ProjectScopedMixin
+from ..serializers import AnnotatorStatsSerializer, StrictJSONMixin
+from .base import errors
 
 
 class InferenceRunSerializer(serializers.ModelSerializer):
@@ -93,8 +101,8 @@ class RunNowSerializer(StrictJSONMixin, serializers.Serializer):
     def validate_params(self, value: dict[str, Any]) -> dict[str, Any]:
         # Checked here rather than at fit time: a bad name or value must be a
         # 400 naming the allowed hyper-parameters, not a failed run later.
-        import dataclasses
-
+        # Imported here, not at the top: ``inference`` loads scipy (about half
+        # a second), which a web process otherwise never needs.
         from inference.models import MODELS
 
         model_name = self.context["project"].model
@@ -159,27 +167,24 @@ class CommonConfusionSerializer(serializers.Serializer):
 # --------------------------------------------------------------------------- helpers
 
 
-class _ProjectScoped:
-    permission_classes = [IsProjectOwnerOrAdmin]
-    project: Any  # set by IsProjectOwnerOrAdmin.has_permission
-
-    def published_run(self) -> InferenceRun:
-        # ``?run=<id>`` pins a published run, so that paging through results
-        # stays on one run even if a newer one publishes meanwhile.
-        pinned = self.request.query_params.get("run")  # type: ignore[attr-defined]
-        if pinned not in (None, ""):
-            try:
-                run_id = int(pinned)
-            except ValueError:
-                raise ValidationError({"run": f"must be a run id (integer), got {pinned!r}."}) from None
-            run = runs_for_project(project=self.project).filter(pk=run_id, status="published").first()
-            if run is None:
-                raise NotFound(f"Run {run_id} is not a published run of this project.")
-            return run
-        run = latest_published_run(self.project)
+def published_run(request: Request, project: Project) -> InferenceRun:
+    """The published run whose results to show: ``?run=<id>`` pins one, so that
+    paging through results stays on one run even if a newer one publishes
+    meanwhile; else the newest."""
+    pinned = request.query_params.get("run")
+    if pinned not in (None, ""):
+        try:
+            run_id = int(pinned)
+        except ValueError:
+            raise ValidationError({"run": f"must be a run id (integer), got {pinned!r}."}) from None
+        run = runs_for_project(project=project).filter(pk=run_id, status="published").first()
         if run is None:
-            raise NotFound("No published inference run yet for this project.")
+            raise NotFound(f"Run {run_id} is not a published run of this project.")
         return run
+    run = latest_published_run(project)
+    if run is None:
+        raise NotFound("No published inference run yet for this project.")
+    return run
 
 
 def _float_param(request: Request, name: str) -> float | None:
@@ -199,7 +204,7 @@ def _float_param(request: Request, name: str) -> float | None:
 
 
 @extend_schema(tags=["inference"])
-class RunListCreateView(_ProjectScoped, generics.ListAPIView):
+class RunListCreateView(ProjectScopedMixin, generics.ListAPIView):
     serializer_class = InferenceRunSerializer
 
     def get_queryset(self) -> QuerySet[InferenceRun]:
@@ -237,7 +242,7 @@ class RunListCreateView(_ProjectScoped, generics.ListAPIView):
 
 
 @extend_schema(tags=["inference"], summary="One inference run: status, progress, timings, metrics")
-class RunDetailView(_ProjectScoped, generics.RetrieveAPIView):
+class RunDetailView(ProjectScopedMixin, generics.RetrieveAPIView):
     serializer_class = InferenceRunSerializer
     lookup_url_kwarg = "run_pk"
 
@@ -267,7 +272,7 @@ class RunDetailView(_ProjectScoped, generics.RetrieveAPIView):
         ),
     },
 )
-class RunCancelView(_ProjectScoped, APIView):
+class RunCancelView(ProjectScopedMixin, APIView):
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         run = runs_for_project(project=self.project).filter(pk=kwargs["run_pk"]).first()
         if run is None:
@@ -294,7 +299,7 @@ class RunCancelView(_ProjectScoped, APIView):
         OpenApiParameter("run", OpenApiTypes.INT, description="Pin a published run (default: the newest)."),
     ],
 )
-class LatestLabelsView(_ProjectScoped, generics.ListAPIView):
+class LatestLabelsView(ProjectScopedMixin, generics.ListAPIView):
     serializer_class = AggregatedLabelSerializer
 
     def get_queryset(self) -> QuerySet[AggregatedLabel]:
@@ -308,7 +313,7 @@ class LatestLabelsView(_ProjectScoped, generics.ListAPIView):
         if source is not None and source not in LabelSource.values:
             raise ValidationError({"source": f"{source!r} is not allowed; allowed: {LabelSource.values}."})
         return labels_for_run(
-            run=self.published_run(),
+            run=published_run(self.request, self.project),
             label=label,
             source=source,
             min_confidence=_float_param(self.request, "min_confidence"),
@@ -321,13 +326,13 @@ class LatestLabelsView(_ProjectScoped, generics.ListAPIView):
     summary="Latest per-annotator confusion, ω and learned accuracy",
     parameters=[OpenApiParameter("run", OpenApiTypes.INT, description="Pin a published run (default: the newest).")],
 )
-class LatestAnnotatorsView(_ProjectScoped, generics.ListAPIView):
+class LatestAnnotatorsView(ProjectScopedMixin, generics.ListAPIView):
     serializer_class = AnnotatorConfusionSerializer
 
     def get_queryset(self) -> QuerySet[AnnotatorConfusion]:
         if getattr(self, "swagger_fake_view", False):
             return AnnotatorConfusion.objects.none()
-        return confusions_for_run(run=self.published_run())
+        return confusions_for_run(run=published_run(self.request, self.project))
 
 
 @extend_schema(
@@ -335,9 +340,9 @@ class LatestAnnotatorsView(_ProjectScoped, generics.ListAPIView):
     summary="Latest common confusion matrix (CoNAL)",
     responses={200: CommonConfusionSerializer, 404: OpenApiResponse(description="No run or no common confusion.")},
 )
-class LatestCommonConfusionView(_ProjectScoped, APIView):
+class LatestCommonConfusionView(ProjectScopedMixin, APIView):
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        run = self.published_run()
+        run = published_run(self.request, self.project)
         common = common_confusion_for_run(run=run)
         if common is None:
             raise NotFound(f"Run {run.pk} ({run.model}) has no common confusion; only CoNAL learns one.")
@@ -361,7 +366,7 @@ class LatestCommonConfusionView(_ProjectScoped, APIView):
         OpenApiParameter("run", OpenApiTypes.INT, description="Pin a published run (default: the newest)."),
     ],
 )
-class LatestGeneratedView(_ProjectScoped, generics.ListAPIView):
+class LatestGeneratedView(ProjectScopedMixin, generics.ListAPIView):
     serializer_class = GeneratedAnnotationSerializer
 
     def get_queryset(self) -> QuerySet[GeneratedAnnotation]:
@@ -382,8 +387,22 @@ class LatestGeneratedView(_ProjectScoped, generics.ListAPIView):
         if item is not None and "\x00" in item:
             raise ValidationError({"item": "must not contain NUL characters."})
         return generated_for_run(
-            run=self.published_run(),
+            run=published_run(self.request, self.project),
             item_external_id=item or None,
             annotator_id=annotator_id,
             label=label,
         )
+
+
+@extend_schema(
+    summary="Per-annotator statistics (owner/admin)",
+    description="Count, agreement with the aggregate (latest published run, else majority vote over items "
+    "with at least two labels) and learned accuracy once a run is published.",
+    responses={200: AnnotatorStatsSerializer(many=True), **errors(401, 403, 404)},
+)
+class AnnotatorStatsView(ProjectScopedMixin, APIView):
+    permission_classes = [IsProjectOwnerOrAdmin]
+
+    def get(self, request: Request, project_pk: int) -> Response:
+        stats = annotator_statistics(project=self.project)
+        return Response(AnnotatorStatsSerializer(stats, many=True).data)

@@ -1,30 +1,34 @@
-"""Data in and out: bulk item import, crowd import and the streamed export.
+"""Items and imports: the item list, bulk item import, one image upload and
+the crowd import.
 
-All three are owner/admin only (``IsProjectOwnerOrAdmin``): annotators get
-403 (they never see aggregates), people with no relation to the project 404.
-The views only pick the input apart and hand it to the services in
-``projects.importing`` and ``results.export``.
+All owner/admin only (``IsProjectOwnerOrAdmin``): annotators get 403 (items
+carry gold labels), people with no relation to the project 404. The import
+views only pick the input apart and hand it to the services in
+``projects.importing``.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
-from django.http import StreamingHttpResponse
+from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
-from rest_framework import serializers, status
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+)
+from rest_framework import serializers, status, viewsets
 from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
-from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crowdlab.api.exceptions import translate
-from crowdlab.api.parsers import CSVParser, JSONLinesParser, JSONLinesTextParser, JSONParser, JSONTooDeepError, NDJSONParser
-from crowdlab.api.permissions import IsProjectOwnerOrAdmin
+from crowdlab.projects import selectors as project_selectors
 from crowdlab.projects.importing import (
     IMPORT_FORMATS,
     ImportValidationError,
@@ -33,10 +37,40 @@ from crowdlab.projects.importing import (
     item_create_with_file,
     items_import,
 )
-from crowdlab.projects.models import ItemKind, Project
-from crowdlab.results.export import EXPORT_CONTENT_TYPES, EXPORT_FORMATS, export_response
+from crowdlab.projects.models import Item, ItemKind
 
-# --------------------------------------------------------------------------- serializers (schema + input)
+from ..exceptions import translate
+from ..filters import ItemFilter
+from ..parsers import (
+    CSVParser,
+    JSONLinesParser,
+    JSONLinesTextParser,
+    JSONParser,
+    JSONTooDeepError,
+    NDJSONParser,
+)
+from ..permissions import IsProjectOwnerOrAdmin, ProjectScopedMixin
+from ..serializers import ItemSerializer
+from .base import JSONErrorsMixin, errors
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Items of a project, gold included (owner/admin)", responses={200: ItemSerializer(many=True), **errors(401, 403, 404)}),
+    retrieve=extend_schema(summary="One item (owner/admin)", responses={200: ItemSerializer, **errors(401, 403, 404)}),
+)
+class ItemViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
+    permission_classes = [IsProjectOwnerOrAdmin]
+    serializer_class = ItemSerializer
+    filterset_class = ItemFilter
+    lookup_value_regex = r"\d+"
+
+    def get_queryset(self) -> QuerySet[Item]:
+        if getattr(self, "swagger_fake_view", False):
+            return Item.objects.none()
+        return project_selectors.items_for_project(project=self.project)
+
+
+# --------------------------------------------------------------------------- import serializers (schema + input)
 
 
 @extend_schema_field({"oneOf": [{"type": "string", "minLength": 1, "maxLength": 255}, {"type": "integer"}]})
@@ -137,29 +171,7 @@ class ItemCreatedSerializer(serializers.Serializer):
     image = serializers.CharField()
 
 
-class ExportRowSerializer(serializers.Serializer):
-    item = serializers.CharField(help_text="The item's external id.")
-    label = serializers.CharField(allow_null=True)
-    confidence = serializers.FloatField(allow_null=True)
-    probabilities = serializers.DictField(child=serializers.FloatField(), allow_null=True)
-    n_annotations = serializers.IntegerField()
-    run_id = serializers.IntegerField(allow_null=True, help_text="Null: majority vote (no run covers the item).")
-    source = serializers.ChoiceField(choices=["crowd", "predicted"], allow_null=True)
-
-
-# --------------------------------------------------------------------------- views
-
-
-class _ProjectDataView(APIView):
-    permission_classes = [IsAuthenticated, IsProjectOwnerOrAdmin]
-    project: Project
-
-    def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple[Any, str]:
-        # Errors are always JSON, whatever the client's Accept header (a CSV
-        # download client sends Accept: text/csv); successful exports bypass
-        # renderers with a StreamingHttpResponse.
-        renderer = JSONRenderer()
-        return renderer, renderer.media_type
+# --------------------------------------------------------------------------- import views
 
 
 def _rejected(error: ImportValidationError) -> Response:
@@ -199,10 +211,12 @@ def _import_error_from(exc: ValidationError | ParseError) -> ImportValidationErr
     return ImportValidationError(errors or [RowError(None, None, "the upload is invalid.")])
 
 
-class _ImportView(_ProjectDataView):
+class _ImportView(JSONErrorsMixin, ProjectScopedMixin, APIView):
     """Every 400 of an import has the same body, whatever rejected it: the
     parser (malformed or too deeply nested JSON), the form (no file) or the
     service (bad rows)."""
+
+    permission_classes = [IsAuthenticated, IsProjectOwnerOrAdmin]
 
     def handle_exception(self, exc: Exception) -> Response:
         exc = translate(exc)
@@ -231,6 +245,7 @@ _RAW_FORMATS = {
     "application/x-ndjson": "jsonl",
     "application/jsonlines": "jsonl",
 }
+
 
 _IMPORT_ERRORS = {
     400: OpenApiResponse(ImportErrorSerializer, description="Nothing imported; the rows and reasons."),
@@ -354,60 +369,3 @@ class CrowdImportView(_ImportView):
         except ImportValidationError as error:
             return _rejected(error)
         return Response(result.as_dict(), status=status.HTTP_201_CREATED)
-
-
-class ExportView(_ProjectDataView):
-    @extend_schema(
-        operation_id="projects_export",
-        summary="Stream the project's labels (CSV, JSON or JSONL)",
-        description=(
-            "One row per item: external id, label, confidence, per-class probabilities (`p:<class>` columns in "
-            "CSV), number of human annotations, run id and source. Labels come from the newest published "
-            "inference run; items it does not cover get a majority vote of their human labels (run id null)."
-        ),
-        parameters=[
-            OpenApiParameter(
-                "as",
-                str,
-                enum=list(EXPORT_FORMATS),
-                default="csv",
-                description="Output format (not `format`, which DRF reserves).",
-            ),
-            OpenApiParameter(
-                "generated",
-                str,
-                enum=["0", "1"],
-                default="0",
-                description=(
-                    "1: add CrowdInG's generated annotations of the same run (not human labels). Every row then "
-                    "has `kind` (`aggregated` or `generated`); generated rows carry item, annotator (username), "
-                    "label, probability and run id, and leave confidence, class probabilities and "
-                    "`n_annotations` empty. CSV gets a leading `kind` column and trailing `annotator`, "
-                    "`probability` columns."
-                ),
-            ),
-        ],
-        responses={
-            (200, "text/csv"): OpenApiTypes.STR,
-            (200, "application/json"): ExportRowSerializer(many=True),
-            (200, "application/x-ndjson"): OpenApiTypes.STR,
-            (400, "application/json"): OpenApiResponse(description="Unknown `as` or `generated` value."),
-            403: OpenApiResponse(description="Not the owner or an admin (annotators never see aggregates)."),
-            404: OpenApiResponse(description="No such project (or no relation to it)."),
-        },
-        tags=["data"],
-    )
-    def get(self, request: Request, project_pk: int) -> StreamingHttpResponse | Response:
-        fmt = request.query_params.get("as", "csv")
-        if fmt not in EXPORT_CONTENT_TYPES:
-            return Response(
-                {"as": [f"{fmt!r} is not an export format; allowed: {', '.join(EXPORT_FORMATS)}."]},
-                status=status.HTTP_400_BAD_REQUEST,
-            )
-        flag = request.query_params.get("generated", "0")
-        if flag not in ("0", "1"):
-            return Response(
-                {"generated": [f"{flag!r} is not allowed; allowed: 0, 1."]},
-                status=status.HTTP_400_BAD_REQUEST,
-            )
-        return export_response(project=self.project, fmt=fmt, generated=flag == "1")

@@ -1,4 +1,8 @@
-"""Django admin actions "Run inference now" and "… full cold refit" (attached to ProjectAdmin)."""
+"""Django admin actions "Run inference now" and "… full cold refit" on the Project admin.
+
+``projects`` sits below ``live`` and does not import it, so the actions are
+added here: a subclass of ``projects``' ProjectAdmin registered in its place.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -6,6 +10,9 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+
+from crowdlab.projects.admin import ProjectAdmin
+from crowdlab.projects.models import Project
 
 from .triggers import request_run
 
@@ -32,3 +39,14 @@ def _queue_runs(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Any], 
         modeladmin.message_user(
             request, f"Already pending or running, not queued again: {', '.join(busy)}.", messages.WARNING
         )
+
+
+class LiveProjectAdmin(ProjectAdmin):
+    """``projects``' ProjectAdmin with the run actions (issue 4)."""
+
+    actions = [*ProjectAdmin.actions, run_inference_now, run_inference_cold]
+
+
+# ``projects.admin`` registered Project when the import above ran.
+admin.site.unregister(Project)
+admin.site.register(Project, LiveProjectAdmin)
