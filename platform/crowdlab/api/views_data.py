@@ -12,7 +12,13 @@ from typing import Any
 from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import serializers, status
 from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -23,8 +29,16 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from crowdlab.api.exceptions import translate
-from crowdlab.api.parsers import CSVParser, JSONLinesParser, JSONLinesTextParser, JSONParser, JSONTooDeepError, NDJSONParser
+from crowdlab.api.parsers import (
+    CSVParser,
+    JSONLinesParser,
+    JSONLinesTextParser,
+    JSONParser,
+    JSONTooDeepError,
+    NDJSONParser,
+)
 from crowdlab.api.permissions import IsProjectOwnerOrAdmin
+from crowdlab.api.serializers import ItemExternalIdField, ItemTextField
 from crowdlab.projects.importing import (
     IMPORT_FORMATS,
     ImportValidationError,
@@ -33,13 +47,18 @@ from crowdlab.projects.importing import (
     item_create_with_file,
     items_import,
 )
+from crowdlab.projects.importing.rows import EXTERNAL_ID_MAX_LENGTH, URL_MAX_LENGTH
 from crowdlab.projects.models import ItemKind, Project
-from crowdlab.results.export import EXPORT_CONTENT_TYPES, EXPORT_FORMATS, export_response
+from crowdlab.results.export import (
+    EXPORT_CONTENT_TYPES,
+    EXPORT_FORMATS,
+    export_response,
+)
 
 # --------------------------------------------------------------------------- serializers (schema + input)
 
 
-@extend_schema_field({"oneOf": [{"type": "string", "minLength": 1, "maxLength": 255}, {"type": "integer"}]})
+@extend_schema_field({"oneOf": [{"type": "string", "minLength": 1, "maxLength": EXTERNAL_ID_MAX_LENGTH}, {"type": "integer"}]})
 class _ExternalIdField(serializers.Field):
     """Documentation only: the import service reads and checks the rows."""
 
@@ -52,15 +71,11 @@ class ItemImportRowSerializer(serializers.Serializer):
     external_id = _ExternalIdField(required=False, help_text="Unique per project; or give it as `id` or `item`.")
     id = _ExternalIdField(required=False, help_text="Another name for external_id.")
     item = _ExternalIdField(required=False, help_text="Another name for external_id.")
-    text = serializers.CharField(
-        required=False,
-        max_length=settings.ITEM_TEXT_MAX_LENGTH,
-        help_text="At most ITEM_TEXT_MAX_LENGTH characters (default 1,000,000).",
-    )
-    image_url = serializers.URLField(required=False, max_length=2000)
-    audio_url = serializers.URLField(required=False, max_length=2000)
+    text = ItemTextField(required=False, help_text="At most ITEM_TEXT_MAX_LENGTH characters (default 1,000,000).")
+    image_url = serializers.URLField(required=False, max_length=URL_MAX_LENGTH)
+    audio_url = serializers.URLField(required=False, max_length=URL_MAX_LENGTH)
     url = serializers.URLField(
-        required=False, max_length=2000, help_text="Image or audio URL (audio if it ends in .mp3, .wav, ...)."
+        required=False, max_length=URL_MAX_LENGTH, help_text="Image or audio URL (audio if it ends in .mp3, .wav, ...)."
     )
     data = serializers.DictField(
         required=False,
@@ -91,16 +106,9 @@ class CrowdFileSerializer(serializers.Serializer):
 
 
 class ItemUploadSerializer(serializers.Serializer):
-    external_id = serializers.CharField(max_length=255)
+    external_id = ItemExternalIdField()
     image = serializers.FileField()
-    # The service checks the limit too (with the same message as the bulk import).
-    text = serializers.CharField(
-        required=False,
-        allow_blank=True,
-        default="",
-        max_length=settings.ITEM_TEXT_MAX_LENGTH,
-        error_messages={"max_length": "at most {max_length} characters are allowed (ITEM_TEXT_MAX_LENGTH)."},
-    )
+    text = ItemTextField(required=False, default="")
     gold = serializers.CharField(required=False, allow_blank=True, allow_null=True, default=None)
 
 
