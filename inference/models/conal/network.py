@@ -178,7 +178,7 @@ def pair_omega(
     """(P,) omega = sigmoid(scale <u, v> + bias) for aligned rows, with v the normalised
     instance embedding of x (P, D) and u the annotator's of ``annotator_in`` (P,) ids or
     (P, E) features. CrowdInG's generator evaluates the same omega from CoNAL's copied
-    weights (``_CrowdInGNet.noise_base``)."""
+    weights (``CrowdInGNet.noise_base``)."""
     v = F.normalize(instance_proj(x), dim=1)
     u = F.normalize(annotator_proj(annotator_in), dim=1)
     return torch.sigmoid(scale * (u * v).sum(1) + bias)
