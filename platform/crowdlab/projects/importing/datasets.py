@@ -63,8 +63,6 @@ def _require_columns(path: Any, rows: list[dict[str, str]], columns: tuple[str, 
 
 def dataset_classes(directory: Any) -> list[dict[str, Any]]:
     """Classes of a dataset folder: the sorted labels of gold.csv and annotations.csv, keys 1..9."""
-    from pathlib import Path
-
     directory = Path(directory)
     labels: set[str] = set()
     for name in ("gold.csv", "annotations.csv"):
