@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from inference.data import CrowdData
-from inference.models.conal import weight_decay_rule
+from inference.models.conal.training import weight_decay_rule
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 

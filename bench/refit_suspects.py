@@ -29,7 +29,8 @@ from bench.chain import arrival_order, batch_ends, load_chain_crowd, prefix, sco
 from inference.data import CrowdData
 from inference.models._torch import torch_fit_context
 from inference.models.base import CrowdModel, ProgressFn
-from inference.models.conal import CoNAL, _ds_init, _np_softmax
+from inference.models.conal import CoNAL
+from inference.models.noise import ds_init, np_softmax
 
 #: The behaviour before the fix: every refit warm, at the cold fit's learning rate.
 AS_BEFORE: dict[str, Any] = {"warm_min_annotations": 0, "warm_max_growth": float("inf"), "warm_lr_scale": 1.0}
@@ -58,9 +59,9 @@ class FreshNoise(CoNAL):
                 torch.from_numpy(prev.feature_scale_)
             )
             net.eval()
-            clf = _np_softmax(net.eval_logits(x).double().numpy(), 1)
+            clf = np_softmax(net.eval_logits(x).double().numpy(), 1)
             net.train()
-            _, conf, common = _ds_init(
+            _, conf, common = ds_init(
                 data.item_idx, data.annotator_idx, data.label_idx, data.n_items, data.n_annotators, data.n_classes,
                 n_iter=5, item_prior=clf,
             )

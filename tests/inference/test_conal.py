@@ -236,9 +236,9 @@ def test_label_weight_fixed_skips_the_probe_and_zero_is_the_classifier(crowd: Sy
 def test_label_weight_chosen_without_gold_is_in_the_grid_and_kept_by_warm_start(
     crowd: SyntheticCrowd, fitted: CoNAL
 ) -> None:
-    from inference.models.conal import _LABEL_WEIGHTS
+    from inference.models.conal.posterior import LABEL_WEIGHTS
 
-    assert fitted.label_weight_ in _LABEL_WEIGHTS
+    assert fitted.label_weight_ in LABEL_WEIGHTS
     # A crowd with common noise: labels carry most of the information, tau stays high.
     assert fitted.label_weight_ >= 0.5
     d = crowd.data
@@ -248,22 +248,22 @@ def test_label_weight_chosen_without_gold_is_in_the_grid_and_kept_by_warm_start(
 
 
 def test_choose_tau_prefers_tau_one_unless_a_smaller_one_wins_clearly() -> None:
-    from inference.models.conal import _LABEL_WEIGHTS, _choose_tau
+    from inference.models.conal.posterior import LABEL_WEIGHTS, choose_tau
 
     rng = np.random.default_rng(0)
-    t = len(_LABEL_WEIGHTS)
+    t = len(LABEL_WEIGHTS)
     noise = rng.normal(0, 1.0, size=(1, 400))
     # Differences far below the noise: keep tau = 1.
     flat = np.zeros((t, 1)) + noise + rng.normal(0, 0.01, size=(t, 400))
-    assert _choose_tau(flat) == 1.0
+    assert choose_tau(flat) == 1.0
     # tau = 0.125 better than every other by 0.3 nats on every annotation: chosen.
     clear = np.zeros((t, 400)) + noise
-    clear[_LABEL_WEIGHTS.index(0.125)] += 0.3
-    assert _choose_tau(clear) == 0.125
+    clear[LABEL_WEIGHTS.index(0.125)] += 0.3
+    assert choose_tau(clear) == 0.125
 
 
 def test_weight_decay_rule_follows_the_data_shape() -> None:
-    from inference.models.conal import weight_decay_rule
+    from inference.models.conal.training import weight_decay_rule
 
     assert weight_decay_rule(512, 1000) == pytest.approx(1e-2)  # wide inputs, few items: capped
     assert weight_decay_rule(32, 8000) == pytest.approx(1e-3)  # narrow inputs, many items: floor
@@ -283,11 +283,11 @@ def test_bad_label_weight_and_holdout_raise(kw: dict) -> None:
 
 # ---------------------------------------------------------------------- fast kernels
 def test_fused_relu_dropout_and_folded_eval_pass_match_the_plain_layers() -> None:
-    from inference.models.conal import _ReLUDropout, _softmax
+    from inference.models.conal.network import ReLUDropout, softmax
 
     torch.manual_seed(0)
     x = torch.randn(2000, 64)
-    layer = _ReLUDropout(0.5)
+    layer = ReLUDropout(0.5)
     layer.train()
     out = layer(x)
     kept = out != 0
@@ -298,7 +298,7 @@ def test_fused_relu_dropout_and_folded_eval_pass_match_the_plain_layers() -> Non
     layer.eval()
     torch.testing.assert_close(layer(x), torch.relu(x))
     w = torch.randn(50, 10, 10)
-    torch.testing.assert_close(_softmax(w, 2), torch.softmax(w, 2))
+    torch.testing.assert_close(softmax(w, 2), torch.softmax(w, 2))
 
     net = CoNAL(seed=0)._build_net(n_items=10, n_features=64, n_annotators=3, n_annotator_features=0, n_classes=4)
     net.train()
@@ -310,14 +310,14 @@ def test_fused_relu_dropout_and_folded_eval_pass_match_the_plain_layers() -> Non
 
 
 def test_sparse_ds_start_matches_a_direct_em_loop() -> None:
-    from inference.models.conal import _ds_init
+    from inference.models.noise import ds_init
 
     rng = np.random.default_rng(0)
     n_items, n_ann, c = 60, 5, 3
     a_item = np.repeat(np.arange(n_items), 3)
     a_ann = np.concatenate([rng.choice(n_ann, 3, replace=False) for _ in range(n_items)])
     a_lab = rng.integers(0, c, len(a_item))
-    post, conf, pooled = _ds_init(a_item, a_ann, a_lab, n_items + 2, n_ann, c, n_iter=3)
+    post, conf, pooled = ds_init(a_item, a_ann, a_lab, n_items + 2, n_ann, c, n_iter=3)
     # Reference: the same EM written with explicit loops over annotations.
     ref = np.zeros((n_items + 2, c))
     for i, y in zip(a_item, a_lab):
@@ -364,7 +364,7 @@ def test_progress_counts_the_probe_epochs_then_the_main_fit() -> None:
 
 
 def test_mixture_likelihood_and_shrinkage_match_their_formulas() -> None:
-    from inference.models.conal import mixture_likelihood, shrink_confusions
+    from inference.models.noise import mixture_likelihood, shrink_confusions
 
     rng = np.random.default_rng(0)
     n_ann, n_cls, n = 4, 3, 50

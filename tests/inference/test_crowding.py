@@ -324,21 +324,21 @@ def test_temperature_uses_the_other_labels() -> None:
     """Leave-one-out calibration: with two agreeing reliable labels per item and a prior
     that points the other way, a labels-only view wins (prior flattened: high T); when the
     prior agrees with the labels it is sharpened (low T)."""
-    from inference.models.crowding import _fit_temperature
+    from inference.models.crowding.posterior import fit_temperature
 
     a_item = np.repeat(np.arange(50), 2)
     lik = np.tile([[0.9, 0.1]], (100, 1))  # every label says class 0 with a 0.9 / 0.1 annotator
     wrong = np.tile([[0.0, 2.0]], (50, 1))
     right = np.tile([[2.0, 0.0]], (50, 1))
-    assert _fit_temperature(wrong, lik, a_item) == pytest.approx(4.0)
-    assert _fit_temperature(right, lik, a_item) == pytest.approx(0.25)
-    assert _fit_temperature(right, lik[:0], a_item[:0]) == 1.0
+    assert fit_temperature(wrong, lik, a_item) == pytest.approx(4.0)
+    assert fit_temperature(right, lik, a_item) == pytest.approx(0.25)
+    assert fit_temperature(right, lik[:0], a_item[:0]) == 1.0
 
 
 def test_repeat_share_scales_the_classifier_step() -> None:
     """The CrowdInG classifier step is scaled by the share of annotations beyond each
     item's first: 0 with one label per item (the classifier stays CoNAL's), 2/3 with three."""
-    from inference.models.crowding import repeat_share
+    from inference.models.crowding.training import repeat_share
 
     assert repeat_share(1000, 1000) == 0.0
     assert repeat_share(0, 0) == 0.0

@@ -10,8 +10,15 @@ from django.core.validators import RegexValidator
 from django.http import QueryDict
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import empty
 
 from crowdlab.labelling.models import Annotation, AnnotationRevision, Assignment
+from crowdlab.projects.importing.rows import (
+    EXTERNAL_ID_MAX_LENGTH,
+    ItemLimits,
+    external_id_problem,
+    text_problem,
+)
 from crowdlab.projects.models import InferenceModel, Item, Project, validate_classes
 from crowdlab.projects.services import EDITABLE_FIELDS
 
@@ -182,6 +189,43 @@ class MemberAddSerializer(StrictJSONMixin, serializers.Serializer):
 
 # Not a URLField: items without a URL (text, JSON, uploaded images) answer "",
 # which is no "uri" (the schema said uri and the API answered "").
+# Item fields that a request writes. Their rules live in ``projects.importing.rows``,
+# which the import services apply too: the API gives the answer the service would,
+# with the same message, and a limit changed in settings changes both at once
+# (a ``max_length=settings...`` argument would be frozen when this module loads).
+# The schema documents the limits as configured when the schema module loaded.
+
+
+@extend_schema_field({"type": "string", "minLength": 1, "maxLength": EXTERNAL_ID_MAX_LENGTH})
+class ItemExternalIdField(serializers.CharField):
+    """An item's external id (stripped), checked by ``rows.external_id_problem``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+
+    def run_validation(self, data: Any = empty) -> Any:
+        # Before DRF's own checks, which would answer a blank or NUL-holding id in other words.
+        if isinstance(data, str) and (problem := external_id_problem(data.strip())) is not None:
+            raise serializers.ValidationError(problem)
+        return super().run_validation(data)
+
+
+@extend_schema_field({"type": "string", "maxLength": settings.ITEM_TEXT_MAX_LENGTH})
+class ItemTextField(serializers.CharField):
+    """An item's text, checked by ``rows.text_problem`` against ``ITEM_TEXT_MAX_LENGTH`` as it is now."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_blank", True)
+        super().__init__(**kwargs)
+
+    def run_validation(self, data: Any = empty) -> Any:
+        if isinstance(data, str):
+            text = data.strip() if self.trim_whitespace else data
+            if (problem := text_problem(text, ItemLimits.current())) is not None:
+                raise serializers.ValidationError(problem)
+        return super().run_validation(data)
+
+
 _ITEM_URL_HELP = "Image or audio URL (http or https); empty for items without one."
 
 

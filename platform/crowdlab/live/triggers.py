@@ -115,11 +115,8 @@ def enqueue_run(run_id: int) -> bool:
     The pending run stays in the database either way and the sweep re-sends it.
     """
     try:
-        # A signature rather than ``send_task``: where the task is registered
-        # (workers; ``CELERY_TASK_ALWAYS_EAGER``, see ``LiveConfig.ready``) it
-        # is applied as the task itself, so eager mode still runs it in place;
-        # elsewhere it is sent by name.
-        current_app.signature(EXECUTE_RUN_TASK, args=[run_id]).apply_async()
+        # By name: the web process never imports the tasks (nor, through them, torch).
+        current_app.send_task(EXECUTE_RUN_TASK, args=[run_id])
     except Exception as exc:  # noqa: BLE001 - kombu/redis raise many connection error types
         logger.warning("run %s: could not send the task (%s); the sweep will retry", run_id, exc)
         return False

@@ -37,6 +37,7 @@ from crowdlab.projects.importing import (
     item_create_with_file,
     items_import,
 )
+from crowdlab.projects.importing.rows import EXTERNAL_ID_MAX_LENGTH, URL_MAX_LENGTH
 from crowdlab.projects.models import Item, ItemKind
 
 from ..exceptions import translate
@@ -50,7 +51,7 @@ from ..parsers import (
     NDJSONParser,
 )
 from ..permissions import IsProjectOwnerOrAdmin, ProjectScopedMixin
-from ..serializers import ItemSerializer
+from ..serializers import ItemExternalIdField, ItemSerializer, ItemTextField
 from .base import JSONErrorsMixin, errors
 
 
@@ -73,7 +74,7 @@ class ItemViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
 # --------------------------------------------------------------------------- import serializers (schema + input)
 
 
-@extend_schema_field({"oneOf": [{"type": "string", "minLength": 1, "maxLength": 255}, {"type": "integer"}]})
+@extend_schema_field({"oneOf": [{"type": "string", "minLength": 1, "maxLength": EXTERNAL_ID_MAX_LENGTH}, {"type": "integer"}]})
 class _ExternalIdField(serializers.Field):
     """Documentation only: the import service reads and checks the rows."""
 
@@ -86,15 +87,11 @@ class ItemImportRowSerializer(serializers.Serializer):
     external_id = _ExternalIdField(required=False, help_text="Unique per project; or give it as `id` or `item`.")
     id = _ExternalIdField(required=False, help_text="Another name for external_id.")
     item = _ExternalIdField(required=False, help_text="Another name for external_id.")
-    text = serializers.CharField(
-        required=False,
-        max_length=settings.ITEM_TEXT_MAX_LENGTH,
-        help_text="At most ITEM_TEXT_MAX_LENGTH characters (default 1,000,000).",
-    )
-    image_url = serializers.URLField(required=False, max_length=2000)
-    audio_url = serializers.URLField(required=False, max_length=2000)
+    text = ItemTextField(required=False, help_text="At most ITEM_TEXT_MAX_LENGTH characters (default 1,000,000).")
+    image_url = serializers.URLField(required=False, max_length=URL_MAX_LENGTH)
+    audio_url = serializers.URLField(required=False, max_length=URL_MAX_LENGTH)
     url = serializers.URLField(
-        required=False, max_length=2000, help_text="Image or audio URL (audio if it ends in .mp3, .wav, ...)."
+        required=False, max_length=URL_MAX_LENGTH, help_text="Image or audio URL (audio if it ends in .mp3, .wav, ...)."
     )
     data = serializers.DictField(
         required=False,
@@ -125,16 +122,9 @@ class CrowdFileSerializer(serializers.Serializer):
 
 
 class ItemUploadSerializer(serializers.Serializer):
-    external_id = serializers.CharField(max_length=255)
+    external_id = ItemExternalIdField()
     image = serializers.FileField()
-    # The service checks the limit too (with the same message as the bulk import).
-    text = serializers.CharField(
-        required=False,
-        allow_blank=True,
-        default="",
-        max_length=settings.ITEM_TEXT_MAX_LENGTH,
-        error_messages={"max_length": "at most {max_length} characters are allowed (ITEM_TEXT_MAX_LENGTH)."},
-    )
+    text = ItemTextField(required=False, default="")
     gold = serializers.CharField(required=False, allow_blank=True, allow_null=True, default=None)
 
 
