@@ -72,10 +72,13 @@ class Demo:
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()[-4000:]
             try:
-                if requests.get(f"{self.url}/login/", timeout=2).status_code == 200:
+                if requests.get(f"{self.url}/login/", timeout=10).status_code == 200:
                     return time.monotonic() - started
-            except requests.ConnectionError:
-                pass  # not listening yet
+            except (requests.ConnectionError, requests.Timeout):
+                # Not listening yet, or a gunicorn worker still booting on a
+                # loaded machine (seen: a 2 s read timeout on the second start).
+                time.sleep(0.25)
+                continue
             time.sleep(0.25)
         raise AssertionError("the demo did not serve within 300 s:\n" + self.log.read_text()[-4000:])
 
