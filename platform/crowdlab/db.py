@@ -1,6 +1,7 @@
 """Database helpers shared by the apps."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.db import connection
@@ -38,3 +39,17 @@ def model_from_row(model: Any, fields: list[Any], values: Any) -> Any:
         for field, value in zip(fields, values)
     ]
     return model.from_db(connection.alias, [field.attname for field in fields], converted)
+
+
+def copy_rows(table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """COPY ``rows`` into ``table``'s ``columns`` in the current transaction.
+
+    Why: several times faster than ``bulk_create`` at 100k rows (imports,
+    publishing a run). Errors are translated like the ORM's (IntegrityError…).
+    """
+    quote = connection.ops.quote_name
+    sql = f"COPY {quote(table)} ({', '.join(quote(column) for column in columns)}) FROM STDIN"
+    with connection.cursor() as cursor, connection.wrap_database_errors:
+        with cursor.cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)

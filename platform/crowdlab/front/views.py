@@ -38,7 +38,8 @@ from crowdlab.labelling.services import (
 )
 from crowdlab.live.triggers import new_annotations_count, request_run
 from crowdlab.projects.images import ImageRejected, image_type_of
-from crowdlab.projects.importing import ImportValidationError, crowd_import, items_import
+from crowdlab.labelling.importing import crowd_import
+from crowdlab.projects.importing import ImportValidationError, items_import
 from crowdlab.projects.models import Item, ItemKind, Project
 from crowdlab.projects.roles import is_requester
 from crowdlab.projects.selectors import (

@@ -28,12 +28,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from crowdlab.labelling.importing import crowd_import
 from crowdlab.projects import selectors as project_selectors
 from crowdlab.projects.importing import (
     IMPORT_FORMATS,
     ImportValidationError,
     RowError,
-    crowd_import,
     item_create_with_file,
     items_import,
 )

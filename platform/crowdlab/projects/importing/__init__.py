@@ -1,6 +1,7 @@
-"""Bulk import of items and of existing crowd labels.
+"""Bulk import of items (the crowd import, built on these parts, is
+``crowdlab.labelling.importing``).
 
-Both imports are all-or-nothing: every row is validated first (with a handful
+Imports are all-or-nothing: every row is validated first (with a handful
 of set-based queries, never one per row), and only a clean upload is written,
 in one transaction. A rejected upload raises ``ImportValidationError`` whose
 ``as_dict()`` is the 400 body: row numbers and reasons naming the field and
@@ -15,11 +16,9 @@ One concern per module, each depending only on those above it:
 * ``errors``: ``RowError``, ``ImportValidationError`` (the 400 body) and the collector;
 * ``parsing``: upload bytes (CSV, JSON array, JSONL) to numbered raw rows;
 * ``rows``: the rules of one item row, shared with the API's serializers;
-* ``services``: the writes (bulk item import, one-file upload, crowd import);
-* ``datasets``: a dataset folder (annotations, features, gold) through the services.
+* ``services``: the writes (bulk item import, one-file upload).
 
-The names callers use are re-exported here; ``datasets`` is not (it imports
-numpy, which only the management command needs).
+The names callers use are re-exported here.
 """
 from __future__ import annotations
 
@@ -33,10 +32,7 @@ from .parsing import IMPORT_FORMATS, ImportFormat, parse_upload
 from .services import (
     BATCH_SIZE,
     MAX_ITEMS_PER_REQUEST,
-    CrowdImportResult,
     ImportResult,
-    crowd_import,
-    crowd_username,
     item_create_with_file,
     items_import,
 )
@@ -47,13 +43,10 @@ __all__ = [
     "MAX_ITEMS_PER_REQUEST",
     "MAX_REPORTED_ERRORS",
     "ROW_NUMBERS_NOTE",
-    "CrowdImportResult",
     "ImportFormat",
     "ImportResult",
     "ImportValidationError",
     "RowError",
-    "crowd_import",
-    "crowd_username",
     "item_create_with_file",
     "items_import",
     "parse_upload",

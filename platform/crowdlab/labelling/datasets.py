@@ -10,14 +10,10 @@ from typing import Any
 import numpy as np
 from django.db import transaction
 
-from ..models import Item, Project
-from .services import (
-    MAX_ITEMS_PER_REQUEST,
-    CrowdImportResult,
-    ImportResult,
-    crowd_import,
-    items_import,
-)
+from crowdlab.projects.importing import MAX_ITEMS_PER_REQUEST, ImportResult, items_import
+from crowdlab.projects.models import Item, Project
+
+from .importing import CrowdImportResult, crowd_import
 
 
 @dataclass

@@ -28,7 +28,8 @@ from django.db import connection, transaction
 
 from crowdlab.processes import run_services
 from inference.synthetic import make_synthetic_crowd
-from crowdlab.projects.importing import crowd_import, items_import
+from crowdlab.labelling.importing import crowd_import
+from crowdlab.projects.importing import items_import
 from crowdlab.projects.models import Membership, Project
 from crowdlab.projects.roles import make_requester
 from crowdlab.projects.services import membership_add, project_create
