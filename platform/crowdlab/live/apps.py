@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
-from django.conf import settings
 
 from crowdlab.labelling import hooks
 
@@ -19,8 +18,6 @@ class LiveConfig(AppConfig):
         # Stored labels reach the live trigger through labelling's hook:
         # labelling sits below live and never imports it.
         hooks.set_listener(triggers.LISTENER)
-        if settings.CELERY_TASK_ALWAYS_EAGER:
-            # Eager mode runs tasks inside this process, so they must be
-            # registered here; otherwise only workers import them (the
-            # triggers send runs by name) and the web stays without inference.
-            from . import tasks  # noqa: F401
+        # No eager mode (settings: tasks always go to a worker process), so
+        # live.tasks is imported only by workers (Celery's autodiscovery):
+        # the web sends runs by name and never loads inference.

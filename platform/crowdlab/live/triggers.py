@@ -115,10 +115,8 @@ def enqueue_run(run_id: int) -> bool:
     The pending run stays in the database either way and the sweep re-sends it.
     """
     try:
-        # A signature rather than ``send_task``: where the task is registered
-        # (workers; ``CELERY_TASK_ALWAYS_EAGER``, see ``LiveConfig.ready``) it
-        # is applied as the task itself, so eager mode still runs it in place;
-        # elsewhere it is sent by name.
+        # A signature by name: where the task is registered (workers) it is
+        # applied as the task itself; elsewhere (web) it is sent by name.
         current_app.signature(EXECUTE_RUN_TASK, args=[run_id]).apply_async()
     except Exception as exc:  # noqa: BLE001 - kombu/redis raise many connection error types
         logger.warning("run %s: could not send the task (%s); the sweep will retry", run_id, exc)

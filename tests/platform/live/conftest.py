@@ -68,7 +68,6 @@ class Worker:
             DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{self.database_name}",
             CELERY_BROKER_URL=BROKER_URL,
             CELERY_INFERENCE_QUEUE=QUEUE,
-            CELERY_TASK_ALWAYS_EAGER="0",
             INFERENCE_THREADS="1",
             PYTHONPATH=os.pathsep.join([str(REPO / "platform"), str(REPO)]),
         )
