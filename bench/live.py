@@ -103,10 +103,10 @@ def load_crowd(args: argparse.Namespace) -> dict[str, Any]:
     from django.db.models import Count
     from rest_framework.authtoken.models import Token
 
-    from inference.synthetic import make_synthetic_crowd
     from crowdlab.labelling.models import Annotation, AnnotationSource
     from crowdlab.projects.models import Item, ItemKind, Membership, Project
     from crowdlab.projects.roles import make_requester
+    from inference.synthetic import make_synthetic_crowd
 
     User = get_user_model()
     t0 = time.perf_counter()
@@ -363,12 +363,12 @@ def chain_main(args: argparse.Namespace) -> None:
     from rest_framework.authtoken.models import Token
 
     from bench.chain import arrival_order, batch_ends, load_chain_crowd, published
-    from inference import make_model
     from crowdlab.live import adapter
     from crowdlab.live.services import _model_params
     from crowdlab.live.triggers import sweep
     from crowdlab.projects.models import Item, ItemKind, Project
     from crowdlab.projects.roles import make_requester
+    from inference import make_model
 
     call_command("migrate", verbosity=0)
     owner = get_user_model().objects.create_user("bench_owner", password="bench-pass-123")

@@ -34,8 +34,8 @@ import argparse
 import json
 import os
 import re
-import shutil
 import secrets
+import shutil
 import signal
 import socket
 import statistics

@@ -12,7 +12,14 @@ Uses the last bench client pair (bench-submit-31 / bench-next-31) and resets
 the bench annotators' rows first, like ``platform_load.reset``.
 """
 from __future__ import annotations
-import os, sys, time, json, cProfile, pstats
+
+import cProfile
+import json
+import os
+import pstats
+import sys
+import time
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(ROOT, "platform"), ROOT]
 os.environ["DATABASE_URL"] = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/crowdlab_bench")
@@ -23,10 +30,11 @@ import secrets; os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))  
 import django; django.setup()
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import platform_load
+import psycopg
+from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
-from django.db import connection
-import psycopg
+
 url = os.environ["DATABASE_URL"]
 platform_load.reset(url)
 with psycopg.connect(url) as c:

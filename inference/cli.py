@@ -34,7 +34,7 @@ from inference.metrics import accuracy_against_gold
 from inference.models import MODELS, UNAVAILABLE, make_model
 from inference.models.base import CrowdModel, TqdmProgress
 
-__all__ = ["CliError", "main", "read_annotations", "read_gold", "load_features"]
+__all__ = ["CliError", "load_features", "main", "read_annotations", "read_gold"]
 
 # Accepted header spellings for the annotation file, in order of preference.
 _ANNOTATION_HEADERS = (("item", "annotator", "label"), ("task", "worker", "label"))

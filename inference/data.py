@@ -208,7 +208,7 @@ class CrowdData:
 
     @property
     def n_annotations(self) -> int:
-        return int(len(self.item_idx))
+        return len(self.item_idx)
 
     # ------------------------------------------------------------------ views
     def labelled_mask(self) -> np.ndarray:

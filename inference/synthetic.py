@@ -26,7 +26,7 @@ import numpy as np
 
 from inference.data import CrowdData
 
-__all__ = ["SyntheticCrowd", "make_synthetic_crowd", "common_confusion_matrix", "asymmetric_confusion"]
+__all__ = ["SyntheticCrowd", "asymmetric_confusion", "common_confusion_matrix", "make_synthetic_crowd"]
 
 ConfusionType = Literal["asymmetric", "symmetric"]
 ActivityType = Literal["lognormal", "zipf", "uniform"]

@@ -30,8 +30,8 @@ from crowdlab.labelling.selectors import annotator_progress, assignment_get_own
 from crowdlab.labelling.services import (
     UNDO_GRACE_SECONDS,
     AnnotationConflict,
-    annotation_undo,
     annotation_submit,
+    annotation_undo,
     assignment_skip,
     membership_remove,
     next_task,
@@ -53,7 +53,8 @@ from crowdlab.projects.services import membership_add, project_create, project_u
 from crowdlab.results.export import EXPORT_FORMATS, export_response
 from crowdlab.results.models import InferenceRun, RunStatus, RunTrigger
 from crowdlab.results.selectors import active_run, automatic_runs_held_by, confusions_for_run, latest_published_run
-from crowdlab.results.services import RunNotActive, run_cancel as run_cancel_service
+from crowdlab.results.services import RunNotActive
+from crowdlab.results.services import run_cancel as run_cancel_service
 
 from . import selectors
 from .forms import CrowdUploadForm, ItemUploadForm, MemberAddForm, ProjectForm, ResultsFilterForm

@@ -295,7 +295,7 @@ def _execute_claimed(*, run: InferenceRun, worker: str, heartbeat: RunHeartbeat 
         except (OperationalError, InterfaceError):
             logger.warning("run %s: database unreachable; the heartbeat sweep will fail the run", run_id)
         raise
-    except Exception as exc:  # noqa: BLE001 - any non-transient error ends the run, readably
+    except Exception as exc:
         if isinstance(exc, ValueError):
             logger.warning("run %s failed: %s", run_id, exc)  # bad data: the reason is the whole story
         else:

@@ -40,10 +40,10 @@ def make_requester(user: AbstractBaseUser) -> None:
         del user._crowdlab_is_requester  # type: ignore[attr-defined]
 
 
-def is_project_owner(user: UserLike | None, project: "object") -> bool:
+def is_project_owner(user: UserLike | None, project: object) -> bool:
     return bool(user is not None and user.is_authenticated and getattr(project, "owner_id", None) == user.pk)
 
 
-def can_manage_project(user: UserLike | None, project: "object") -> bool:
+def can_manage_project(user: UserLike | None, project: object) -> bool:
     """Owner or admin: edit, delete, see items, gold and aggregates."""
     return is_admin(user) or is_project_owner(user, project)

@@ -20,7 +20,6 @@ from crowdlab.projects.models import Item, Project
 from crowdlab.results.export import export_rows
 from crowdlab.results.models import InferenceRun, RunStatus
 from crowdlab.results.services import run_create
-
 from tests.platform.factories import image_bytes
 from tests.platform.front.crowds import SCENE_CLASSES, make_confused_crowd, run_now_synchronously
 

@@ -26,7 +26,7 @@ from crowdlab.celery import app as celery_app
 from crowdlab.labelling.models import Annotation
 from crowdlab.projects.models import Item, ItemKind, Membership, Project
 from crowdlab.projects.roles import make_requester
-from crowdlab.results.models import InferenceRun, RunStatus
+from crowdlab.results.models import InferenceRun
 from tests.brokers import TEST_BROKER_URL, session_queue
 from tests.platform.factories import UserFactory
 

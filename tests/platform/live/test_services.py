@@ -10,7 +10,14 @@ import torch
 from crowdlab.labelling.models import Annotation
 from crowdlab.live import adapter
 from crowdlab.live.services import run_execute
-from crowdlab.results.models import AggregatedLabel, AnnotatorConfusion, CommonConfusion, InferenceRun, LabelSource, RunStatus
+from crowdlab.results.models import (
+    AggregatedLabel,
+    AnnotatorConfusion,
+    CommonConfusion,
+    InferenceRun,
+    LabelSource,
+    RunStatus,
+)
 from crowdlab.results.selectors import latest_published_run
 from crowdlab.results.services import run_create
 

@@ -53,8 +53,8 @@ def test_threshold_trigger_through_the_api_publishes_correct_labels(
     before = _api_labels(owner, project)
     assert len(before) == n_items
 
-    from tests.platform.factories import UserFactory
     from crowdlab.projects.models import Membership
+    from tests.platform.factories import UserFactory
 
     careful = [UserFactory(username=f"careful{r}") for r in range(2)]
     for user in careful:

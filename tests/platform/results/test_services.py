@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from inference import make_model
 from crowdlab.live import adapter
 from crowdlab.live.triggers import sweep
 from crowdlab.results.models import AggregatedLabel, AnnotatorConfusion, InferenceRun, RunStatus, RunTrigger
@@ -22,7 +21,7 @@ from crowdlab.results.services import (
     runs_fail_stale,
     runs_purge_old,
 )
-
+from inference import make_model
 from tests.platform.live.conftest import make_crowd_project
 
 pytestmark = pytest.mark.django_db(transaction=True)

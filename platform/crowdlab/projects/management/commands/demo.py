@@ -27,11 +27,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
 
 from crowdlab.processes import run_services
-from inference.synthetic import make_synthetic_crowd
 from crowdlab.projects.importing import crowd_import, items_import
 from crowdlab.projects.models import Membership, Project
 from crowdlab.projects.roles import make_requester
 from crowdlab.projects.services import membership_add, project_create
+from inference.synthetic import make_synthetic_crowd
 
 PROJECT_NAME = "Demo: which animal is it?"
 CLASSES = ["cat", "dog", "bird", "horse"]
