@@ -386,7 +386,7 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
     return ordered[index]
 
 
@@ -489,7 +489,7 @@ def run_scenario(name: str, lua: str, args: argparse.Namespace, env: dict[str, s
     match = re.search(r"^RESULT (.+)$", out, re.M)
     if match is None:
         raise RuntimeError(f"wrk output without RESULT line:\n{out}")
-    requests, duration_us, bad, sock_errors, non2xx, p50, p95, p99, lmax = map(int, match.group(1).split())
+    requests, duration_us, bad, sock_errors, _non2xx, p50, p95, p99, lmax = map(int, match.group(1).split())
     per_client = [int(n) for n in re.findall(r"^REQS (\d+)$", out, re.M)]
     bad_statuses: dict[str, int] = {}
     for code, n in re.findall(r"^BAD (.+) (\d+)$", out, re.M):

@@ -62,7 +62,7 @@ print("next-task queries:", len(q)); [print("  ", x["sql"][:150].replace("\n"," 
 nclient.post(f"/api/projects/{pid}/annotations/", data=json.dumps({"item": r.json()["item"]["external_id"], "label": "cat"}), content_type="application/json")
 if mode == "prof":
     pr = cProfile.Profile(); pr.enable()
-for fn, name in ((lambda j: submit(j), "submit"), (lambda j: nexttask(), "next+submit")):
+for fn, name in ((submit, "submit"), (lambda j: nexttask(), "next+submit")):
     t0 = time.process_time(); w0 = time.perf_counter()
     for j in range(N): fn(2000 + j if name == "submit" else j)
     print(f"{name}: {(time.process_time()-t0)/N*1000:.2f} ms CPU/iter, {(time.perf_counter()-w0)/N*1000:.2f} ms wall/iter")

@@ -284,7 +284,7 @@ def _to_plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, tuple):
-        return list(_to_plain(v) for v in value)
+        return [_to_plain(v) for v in value]
     if isinstance(value, list):
         return [_to_plain(v) for v in value]
     if isinstance(value, dict):

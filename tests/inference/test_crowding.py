@@ -3,6 +3,7 @@ annotations, determinism, checkpoints/warm start and the CLI end to end."""
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from pathlib import Path
 
@@ -309,7 +310,7 @@ def test_progress_covers_the_conal_epochs(crowd: SyntheticCrowd) -> None:
     assert [e for e, _ in seen] == list(range(1, len(seen) + 1))
     assert len(seen) >= model.n_epochs_
     totals = [t for _, t in seen]
-    assert all(a >= b for a, b in zip(totals, totals[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(totals))
     assert seen[-1] == (len(seen), len(seen))
 
 

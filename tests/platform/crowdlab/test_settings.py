@@ -87,7 +87,7 @@ def test_a_private_key_starts_and_debug_starts_without_one() -> None:
     assert _manage("check", env=_clean_env(DEBUG="1")).returncode == 0
 
 
-@pytest.mark.parametrize("key", PUBLISHED_KEYS + ["", "   "])
+@pytest.mark.parametrize("key", [*PUBLISHED_KEYS, "", "   "])
 def test_published_or_empty_keys_are_refused_with_debug_off(key: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SECRET_KEY", key)
     with pytest.raises(ImproperlyConfigured, match="secrets.token_urlsafe"):

@@ -113,7 +113,7 @@ def test_restarted_worker_fails_only_its_own_runs(requester: Any) -> None:
 
 
 def test_publish_writes_all_rows_in_one_go(requester: Any) -> None:
-    project, truth, annotators, items = make_crowd_project(owner=requester, n_items=25)
+    project, _truth, annotators, _items = make_crowd_project(owner=requester, n_items=25)
     run = _publish(project)
     assert run.status == RunStatus.PUBLISHED and run.published_at is not None
     rows = AggregatedLabel.objects.filter(run=run)
