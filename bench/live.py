@@ -30,6 +30,7 @@ queue and Redis DB, so it can run next to other work. Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -147,7 +148,7 @@ def load_crowd(args: argparse.Namespace) -> dict[str, Any]:
                 project=project, item_id=items[i].pk, annotator_id=annotators[r].pk,
                 label=f"class{lab}", source=AnnotationSource.IMPORT,
             )
-            for i, r, lab in zip(data.item_idx.tolist(), data.annotator_idx.tolist(), data.label_idx.tolist())
+            for i, r, lab in zip(data.item_idx.tolist(), data.annotator_idx.tolist(), data.label_idx.tolist(), strict=True)
         ],
         batch_size=10_000,
     )
@@ -212,11 +213,12 @@ class Services:
                         "-n", self.worker_name, "--loglevel", "INFO",
                         "--without-gossip", "--without-mingle"]),
         ):
-            log = open(self.log_dir / f"live-{name}.log", "wb")
-            self.procs.append(
-                subprocess.Popen(cmd, cwd=REPO / "platform", env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
-            )
+            # The child keeps its own descriptor: ours closes at once.
+            with open(self.log_dir / f"live-{name}.log", "wb") as log:
+                self.procs.append(
+                    subprocess.Popen(cmd, cwd=REPO / "platform", env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+                )
 
     def wait_worker(self, timeout: float = 120) -> None:
         """Until the worker answers a ping: a task sent before it bound its queue is lost."""
@@ -531,11 +533,10 @@ def chain_table(report: list[dict[str, Any]]) -> str:
 def _wait_for_server(api: Api, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        try:
+        # Connection refused (an OSError under requests') until gunicorn listens.
+        with contextlib.suppress(OSError):
             if api.get("/api/projects/").status_code == 200:
                 return
-        except Exception:  # noqa: BLE001 - connection refused until gunicorn listens
-            pass
         if time.monotonic() > deadline:
             raise TimeoutError("gunicorn did not start")
         time.sleep(0.3)

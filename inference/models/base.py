@@ -272,9 +272,8 @@ class CrowdModel:
         for attr, tensor in payload["arrays"].items():
             setattr(model, attr, tensor.numpy().copy())
         for attr, value in payload["plain"].items():
-            if attr in ("items_", "annotators_", "classes_") and value is not None:
-                value = tuple(value)
-            setattr(model, attr, value)
+            as_stored = tuple(value) if attr in ("items_", "annotators_", "classes_") and value is not None else value
+            setattr(model, attr, as_stored)
         model._load_extra_state(payload.get("extra", {}))
         return model  # type: ignore[return-value]
 

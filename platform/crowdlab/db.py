@@ -35,6 +35,6 @@ def model_from_row(model: Any, fields: list[Any], values: Any) -> Any:
     back from a raw cursor as text)."""
     converted = [
         field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
-        for field, value in zip(fields, values)
+        for field, value in zip(fields, values, strict=True)
     ]
     return model.from_db(connection.alias, [field.attname for field in fields], converted)

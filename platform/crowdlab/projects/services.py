@@ -83,9 +83,12 @@ def project_update(*, project: Project, **fields: Any) -> Project:
             raise ValidationError(
                 {"classes": f"classes {missing} already have annotations and cannot be removed or renamed."}
             )
-    if "name" in fields and fields["name"] != project.name:
-        if Project.objects.filter(owner_id=project.owner_id, name=fields["name"]).exclude(pk=project.pk).exists():
-            raise ValidationError({"name": f"the owner already has a project named {fields['name']!r}."})
+    if (
+        "name" in fields
+        and fields["name"] != project.name
+        and Project.objects.filter(owner_id=project.owner_id, name=fields["name"]).exclude(pk=project.pk).exists()
+    ):
+        raise ValidationError({"name": f"the owner already has a project named {fields['name']!r}."})
     for name, value in fields.items():
         setattr(project, name, value)
     project.full_clean()

@@ -22,7 +22,7 @@ def published(project: Any, annotator: Any, requester: Any) -> InferenceRun:
     second = UserFactory(username="second_annotator")
     items = list(project.items.order_by("id"))
     labels = ["cat", "dog", "bird", "cat", "dog"]
-    for item, label in zip(items, labels):
+    for item, label in zip(items, labels, strict=True):
         Annotation.objects.create(project=project, item=item, annotator=annotator, label=label)
     for item in items[:3]:
         Annotation.objects.create(project=project, item=item, annotator=second, label="cat")

@@ -76,7 +76,7 @@ def _generate_crowd(*, n_items: int, n_workers: int, seed: int) -> tuple[np.ndar
         seed=seed,
     )
     data = crowd.data
-    triples = list(zip(data.item_idx.tolist(), data.annotator_idx.tolist(), data.label_idx.tolist()))
+    triples = list(zip(data.item_idx.tolist(), data.annotator_idx.tolist(), data.label_idx.tolist(), strict=True))
     return np.asarray(crowd.true_labels), np.asarray(data.features, dtype=float), triples
 
 
