@@ -37,7 +37,7 @@ def items_by_label_count(*, project: Project) -> dict[str, list[Any]]:
     return {"labels": [str(n) for n in range(top + 1)], "values": [counts.get(n, 0) for n in range(top + 1)]}
 
 
-def annotations_over_time(*, project: Project) -> dict[str, list[Any]]:
+def annotations_over_time(*, project: Project) -> dict[str, Any]:
     """Annotations per hour (spans up to 3 days) or per day, as a chart series."""
     annotations = Annotation.objects.filter(project=project)
     bounds = annotations.order_by("created_at").values_list("created_at", flat=True)

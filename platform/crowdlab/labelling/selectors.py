@@ -67,7 +67,7 @@ def projects_with_counts(*, user: UserLike) -> QuerySet[Project]:
             n_items=per_project(items, Count("id")),
             n_annotations=per_project(items, Sum("n_annotations")),
             n_members=per_project(Membership.objects.filter(project=OuterRef("pk")), Count("id")),
-            my_annotations=per_project(Annotation.objects.filter(project=OuterRef("pk"), annotator=user), Count("id")),
+            my_annotations=per_project(Annotation.objects.filter(project=OuterRef("pk"), annotator_id=user.pk), Count("id")),
         )
         .order_by("-created_at", "-id")
     )
