@@ -226,7 +226,7 @@ def _is_float(v: str) -> bool:
 
 # ---------------------------------------------------------------------- model set-up
 def _model_params(cls: type[CrowdModel], *, seed: int, epochs: int | None, extra: list[str]) -> dict[str, Any]:
-    fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+    fields: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
     params: dict[str, Any] = {}
     if "seed" in fields:
         params["seed"] = seed

@@ -26,7 +26,9 @@ def prepared_cursor() -> Any:
     import psycopg
 
     connection.ensure_connection()
-    return connection._prepare_cursor(psycopg.Cursor(connection.connection))
+    # _prepare_cursor: the private step of Django's PostgreSQL backend that
+    # wraps a cursor as connection.cursor() does (no public API takes ours).
+    return connection._prepare_cursor(psycopg.Cursor(connection.connection))  # type: ignore[attr-defined]
 
 
 def model_from_row(model: Any, fields: list[Any], values: Any) -> Any:
