@@ -118,7 +118,7 @@ def prefix(data: CrowdData, order: np.ndarray, n: int) -> CrowdData:
 
 
 def batch_ends(n_annotations: int, n_batches: int) -> list[int]:
-    return [int(round(n_annotations * (b + 1) / n_batches)) for b in range(n_batches)]
+    return [round(n_annotations * (b + 1) / n_batches) for b in range(n_batches)]
 
 
 def published(model: Any, data: CrowdData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -225,12 +225,12 @@ def growth_sweep(
     params = {"seed": seed, **params}
     out: list[dict[str, Any]] = []
     for anchor in anchors:
-        n0 = int(round(anchor * data.n_annotations))
+        n0 = round(anchor * data.n_annotations)
         force = {"warm_max_growth": float("inf"), "warm_min_annotations": 0}
         base, _ = fit(model_name, prefix(data, arrival, n0), {**params, **force})
         blob = base.dumps()
         for g in growths:
-            n1 = int(round(n0 * (1 + g)))
+            n1 = round(n0 * (1 + g))
             if n1 > data.n_annotations:
                 continue
             snap = prefix(data, arrival, n1)
@@ -324,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for seed in args.seed or [0]:
             crowd = load_chain_crowd(spec, seed=seed)
             for model_name in args.model or ["conal"]:
-                fields = {f for f in getattr(MODELS[model_name], "__dataclass_fields__", {})}
+                fields = set(getattr(MODELS[model_name], "__dataclass_fields__", {}))
                 model_params = {k: v for k, v in params.items() if k in fields}
                 if growths:
                     rows = growth_sweep(

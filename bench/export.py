@@ -112,7 +112,7 @@ def seed(n_items: int, *, with_run: bool) -> tuple[int, str]:
                         source=LabelSource.CROWD,
                         n_annotations=3,
                     )
-                    for item_id, row in zip(item_ids, probabilities)
+                    for item_id, row in zip(item_ids, probabilities, strict=True)
                 ),
                 batch_size=5000,
             )
@@ -313,7 +313,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "export.json").write_text(json.dumps(results, indent=2))
     print(f"load average before: {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} CPUs", file=sys.stderr)
-    print("| rows | labels from | format | time (median of %d) | min | first byte | MiB | worker peak RSS before → after |" % options.repeat)
+    print(f"| rows | labels from | format | time (median of {options.repeat}) | min | first byte | MiB | worker peak RSS before → after |")
     print("|---:|---|---|---:|---:|---:|---:|---|")
     for r in results:
         print(

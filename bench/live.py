@@ -30,6 +30,7 @@ queue and Redis DB, so it can run next to other work. Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -103,10 +104,10 @@ def load_crowd(args: argparse.Namespace) -> dict[str, Any]:
     from django.db.models import Count
     from rest_framework.authtoken.models import Token
 
-    from inference.synthetic import make_synthetic_crowd
     from crowdlab.labelling.models import Annotation, AnnotationSource
     from crowdlab.projects.models import Item, ItemKind, Membership, Project
     from crowdlab.projects.roles import make_requester
+    from inference.synthetic import make_synthetic_crowd
 
     User = get_user_model()
     t0 = time.perf_counter()
@@ -147,7 +148,7 @@ def load_crowd(args: argparse.Namespace) -> dict[str, Any]:
                 project=project, item_id=items[i].pk, annotator_id=annotators[r].pk,
                 label=f"class{lab}", source=AnnotationSource.IMPORT,
             )
-            for i, r, lab in zip(data.item_idx.tolist(), data.annotator_idx.tolist(), data.label_idx.tolist())
+            for i, r, lab in zip(data.item_idx.tolist(), data.annotator_idx.tolist(), data.label_idx.tolist(), strict=True)
         ],
         batch_size=10_000,
     )
@@ -212,11 +213,12 @@ class Services:
                         "-n", self.worker_name, "--loglevel", "INFO",
                         "--without-gossip", "--without-mingle"]),
         ):
-            log = open(self.log_dir / f"live-{name}.log", "wb")
-            self.procs.append(
-                subprocess.Popen(cmd, cwd=REPO / "platform", env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
-            )
+            # The child keeps its own descriptor: ours closes at once.
+            with open(self.log_dir / f"live-{name}.log", "wb") as log:
+                self.procs.append(
+                    subprocess.Popen(cmd, cwd=REPO / "platform", env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+                )
 
     def wait_worker(self, timeout: float = 120) -> None:
         """Until the worker answers a ping: a task sent before it bound its queue is lost."""
@@ -363,12 +365,12 @@ def chain_main(args: argparse.Namespace) -> None:
     from rest_framework.authtoken.models import Token
 
     from bench.chain import arrival_order, batch_ends, load_chain_crowd, published
-    from inference import make_model
     from crowdlab.live import adapter
     from crowdlab.live.services import _model_params
     from crowdlab.live.triggers import sweep
     from crowdlab.projects.models import Item, ItemKind, Project
     from crowdlab.projects.roles import make_requester
+    from inference import make_model
 
     call_command("migrate", verbosity=0)
     owner = get_user_model().objects.create_user("bench_owner", password="bench-pass-123")
@@ -531,11 +533,10 @@ def chain_table(report: list[dict[str, Any]]) -> str:
 def _wait_for_server(api: Api, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        try:
+        # Connection refused (an OSError under requests') until gunicorn listens.
+        with contextlib.suppress(OSError):
             if api.get("/api/projects/").status_code == 200:
                 return
-        except Exception:  # noqa: BLE001 - connection refused until gunicorn listens
-            pass
         if time.monotonic() > deadline:
             raise TimeoutError("gunicorn did not start")
         time.sleep(0.3)

@@ -34,8 +34,8 @@ import argparse
 import json
 import os
 import re
-import shutil
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -370,7 +370,8 @@ def cpu_seconds(pid: int) -> float:
 
 def server_pids(gunicorn_pid: int, url: str) -> list[int]:
     """gunicorn master + workers and the PostgreSQL backends serving the bench database."""
-    workers = subprocess.run(["pgrep", "-P", str(gunicorn_pid)], capture_output=True, text=True).stdout.split()
+    # pgrep exits 1 when it finds none: an empty list, not an error.
+    workers = subprocess.run(["pgrep", "-P", str(gunicorn_pid)], capture_output=True, text=True, check=False).stdout.split()
     with psycopg.connect(url, autocommit=True) as conn:
         me = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
         backends = [
@@ -386,7 +387,7 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
     return ordered[index]
 
 
@@ -430,25 +431,26 @@ def run_scenario(name: str, lua: str, args: argparse.Namespace, env: dict[str, s
     warm_script.write_text(
         LUA_NEXT.replace("PROJECT", str(project_id)).replace("INTERVAL_US", "0").replace("CLIENTS", "4")
     )
-    gunicorn = subprocess.Popen(
-        [
-            str(Path(PY).parent / "gunicorn"),
-            "--chdir", "platform",
-            "crowdlab.wsgi",
-            "--bind", f"127.0.0.1:{args.port}",
-            "--workers", str(args.workers),
-            "--threads", str(args.threads),
-            "--worker-class", "gthread" if args.threads > 1 else "sync",
-            "--backlog", "256",
-            *(["--access-logfile", str(access_log), "--access-logformat", "%(U)s %(s)s %(D)s"] if args.access_log else []),
-            "--log-level", "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(workdir / "gunicorn.err", "w"),
-        start_new_session=True,
-    )
+    with open(workdir / "gunicorn.err", "w") as err:  # gunicorn keeps its own descriptor
+        gunicorn = subprocess.Popen(
+            [
+                str(Path(PY).parent / "gunicorn"),
+                "--chdir", "platform",
+                "crowdlab.wsgi",
+                "--bind", f"127.0.0.1:{args.port}",
+                "--workers", str(args.workers),
+                "--threads", str(args.threads),
+                "--worker-class", "gthread" if args.threads > 1 else "sync",
+                "--backlog", "256",
+                *(["--access-logfile", str(access_log), "--access-logformat", "%(U)s %(s)s %(D)s"] if args.access_log else []),
+                "--log-level", "warning",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
     try:
         wait_for_port(args.port)
         # Warm-up: import paths, connections, caches (not measured).
@@ -476,7 +478,7 @@ def run_scenario(name: str, lua: str, args: argparse.Namespace, env: dict[str, s
         ).stdout
         children_after = os.times()
         after_pids = server_pids(gunicorn.pid, args.url)
-        gunicorn_pids = {gunicorn.pid, *map(int, subprocess.run(["pgrep", "-P", str(gunicorn.pid)], capture_output=True, text=True).stdout.split())}
+        gunicorn_pids = {gunicorn.pid, *map(int, subprocess.run(["pgrep", "-P", str(gunicorn.pid)], capture_output=True, text=True, check=False).stdout.split())}
         app_cpu = sum(cpu_seconds(pid) - before.get(pid, 0.0) for pid in after_pids if pid in gunicorn_pids)
         db_cpu = sum(cpu_seconds(pid) - before.get(pid, 0.0) for pid in after_pids if pid not in gunicorn_pids)
         server_cpu = app_cpu + db_cpu
@@ -489,7 +491,7 @@ def run_scenario(name: str, lua: str, args: argparse.Namespace, env: dict[str, s
     match = re.search(r"^RESULT (.+)$", out, re.M)
     if match is None:
         raise RuntimeError(f"wrk output without RESULT line:\n{out}")
-    requests, duration_us, bad, sock_errors, non2xx, p50, p95, p99, lmax = map(int, match.group(1).split())
+    requests, duration_us, bad, sock_errors, _non2xx, p50, p95, p99, lmax = map(int, match.group(1).split())
     per_client = [int(n) for n in re.findall(r"^REQS (\d+)$", out, re.M)]
     bad_statuses: dict[str, int] = {}
     for code, n in re.findall(r"^BAD (.+) (\d+)$", out, re.M):

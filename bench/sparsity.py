@@ -85,7 +85,7 @@ def remove_annotations(data: CrowdData, level: float, rng: np.random.Generator) 
     if not 0.0 <= level < 1.0:
         raise ValueError(f"level must be in [0, 1), got {level}")
     n = data.n_annotations
-    n_remove = int(round(level * n))
+    n_remove = round(level * n)
     if n_remove == 0:
         return data
     # Protect one random annotation per item: shuffle, then the first of each item wins.

@@ -34,7 +34,7 @@ from inference.metrics import accuracy_against_gold
 from inference.models import MODELS, UNAVAILABLE, make_model
 from inference.models.base import CrowdModel, TqdmProgress
 
-__all__ = ["CliError", "main", "read_annotations", "read_gold", "load_features"]
+__all__ = ["CliError", "load_features", "main", "read_annotations", "read_gold"]
 
 # Accepted header spellings for the annotation file, in order of preference.
 _ANNOTATION_HEADERS = (("item", "annotator", "label"), ("task", "worker", "label"))
@@ -226,7 +226,7 @@ def _is_float(v: str) -> bool:
 
 # ---------------------------------------------------------------------- model set-up
 def _model_params(cls: type[CrowdModel], *, seed: int, epochs: int | None, extra: list[str]) -> dict[str, Any]:
-    fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+    fields: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
     params: dict[str, Any] = {}
     if "seed" in fields:
         params["seed"] = seed

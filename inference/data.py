@@ -125,10 +125,7 @@ class CrowdData:
             raise ValueError("empty crowd: there are no annotations")
 
         # --- classes
-        if classes is None:
-            class_ids = tuple(sorted(set(lab_col)))
-        else:
-            class_ids = _unique_ids("classes", classes)
+        class_ids = tuple(sorted(set(lab_col))) if classes is None else _unique_ids("classes", classes)
         if len(class_ids) < 2:
             raise ValueError(
                 f"at least 2 classes are required, got {len(class_ids)}: {list(class_ids)}"
@@ -190,7 +187,7 @@ class CrowdData:
             raise ValueError(f"each record must be (item_id, annotator_id, label), got {bad!r}")
         if not rows:
             return [], [], []
-        a, b, c = zip(*rows)
+        a, b, c = zip(*rows, strict=True)
         return _str_list(a), _str_list(b), _str_list(c)
 
     # ------------------------------------------------------------------ sizes
@@ -208,7 +205,7 @@ class CrowdData:
 
     @property
     def n_annotations(self) -> int:
-        return int(len(self.item_idx))
+        return len(self.item_idx)
 
     # ------------------------------------------------------------------ views
     def labelled_mask(self) -> np.ndarray:

@@ -36,7 +36,7 @@ def accuracy_against_gold(
     """
     if len(items) != len(labels):
         raise ValueError(f"items and labels differ in length: {len(items)} vs {len(labels)}")
-    hits = [str(lab) == gold[str(it)] for it, lab in zip(items, labels) if str(it) in gold]
+    hits = [str(lab) == gold[str(it)] for it, lab in zip(items, labels, strict=True) if str(it) in gold]
     if not hits:
         raise ValueError("no item has a gold label")
     return float(np.mean(hits)), len(hits)

@@ -26,7 +26,7 @@ import numpy as np
 
 from inference.data import CrowdData
 
-__all__ = ["SyntheticCrowd", "make_synthetic_crowd", "common_confusion_matrix", "asymmetric_confusion"]
+__all__ = ["SyntheticCrowd", "asymmetric_confusion", "common_confusion_matrix", "make_synthetic_crowd"]
 
 ConfusionType = Literal["asymmetric", "symmetric"]
 ActivityType = Literal["lognormal", "zipf", "uniform"]
@@ -83,7 +83,7 @@ def common_confusion_matrix(
         perm = rng.permutation(n_classes)
         m = np.eye(n_classes)
         # Pairs flip into each other; with an odd class count the left-over class stays clean.
-        for a, b in zip(perm[0::2], perm[1::2]):
+        for a, b in zip(perm[0::2], perm[1::2], strict=False):
             m[a, a] = m[b, b] = 1.0 - strength
             m[a, b] = m[b, a] = strength
         return m

@@ -24,7 +24,7 @@ def test_the_tests_send_to_the_test_broker_only() -> None:
     # tests/conftest.py points the app at TEST_BROKER_URL before any test runs,
     # whatever CELERY_BROKER_URL (a deployment's broker) says.
     assert celery_app.conf.broker_url == TEST_BROKER_URL
-    assert TEST_BROKER_URL == os.environ.get("TEST_BROKER_URL", "redis://127.0.0.1:6379/13")
+    assert os.environ.get("TEST_BROKER_URL", "redis://127.0.0.1:6379/13") == TEST_BROKER_URL
 
 
 def test_delete_queues_leaves_no_key_behind() -> None:

@@ -47,7 +47,7 @@ class _Registry(MutableMapping[str, type[CrowdModel]]):
             if exc.name != module:  # the module exists but one of its imports is missing
                 UNAVAILABLE[name] = f"{type(exc).__name__}: {exc}"
             return None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any import-time failure makes the model unavailable, not the package
             # The reason is reported by make_model()/the CLI when this model is asked for.
             UNAVAILABLE[name] = f"{type(exc).__name__}: {exc}"
             return None

@@ -73,4 +73,4 @@ def net_checkpoint(net: Any, *, n_items: int) -> dict[str, Any]:
     }
 
 
-__all__: list[str] = ["torch_fit_context", "fit_inputs", "net_checkpoint"]
+__all__: list[str] = ["fit_inputs", "net_checkpoint", "torch_fit_context"]

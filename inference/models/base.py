@@ -272,9 +272,8 @@ class CrowdModel:
         for attr, tensor in payload["arrays"].items():
             setattr(model, attr, tensor.numpy().copy())
         for attr, value in payload["plain"].items():
-            if attr in ("items_", "annotators_", "classes_") and value is not None:
-                value = tuple(value)
-            setattr(model, attr, value)
+            as_stored = tuple(value) if attr in ("items_", "annotators_", "classes_") and value is not None else value
+            setattr(model, attr, as_stored)
         model._load_extra_state(payload.get("extra", {}))
         return model  # type: ignore[return-value]
 
@@ -284,7 +283,7 @@ def _to_plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, tuple):
-        return list(_to_plain(v) for v in value)
+        return [_to_plain(v) for v in value]
     if isinstance(value, list):
         return [_to_plain(v) for v in value]
     if isinstance(value, dict):

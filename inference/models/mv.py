@@ -10,7 +10,7 @@ import numpy as np
 from inference.data import CrowdData
 from inference.models.base import CrowdModel, ProgressFn, report_progress
 
-__all__ = ["MajorityVote", "confusions_against", "class_prior", "vote_labels"]
+__all__ = ["MajorityVote", "class_prior", "confusions_against", "vote_labels"]
 
 
 def class_prior(data: CrowdData, smoothing: float = 1.0) -> np.ndarray:

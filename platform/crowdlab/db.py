@@ -27,7 +27,9 @@ def prepared_cursor() -> Any:
     import psycopg
 
     connection.ensure_connection()
-    return connection._prepare_cursor(psycopg.Cursor(connection.connection))
+    # _prepare_cursor: the private step of Django's PostgreSQL backend that
+    # wraps a cursor as connection.cursor() does (no public API takes ours).
+    return connection._prepare_cursor(psycopg.Cursor(connection.connection))  # type: ignore[attr-defined]
 
 
 def model_from_row(model: Any, fields: list[Any], values: Any) -> Any:
@@ -36,7 +38,7 @@ def model_from_row(model: Any, fields: list[Any], values: Any) -> Any:
     back from a raw cursor as text)."""
     converted = [
         field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
-        for field, value in zip(fields, values)
+        for field, value in zip(fields, values, strict=True)
     ]
     return model.from_db(connection.alias, [field.attname for field in fields], converted)
 
@@ -49,7 +51,6 @@ def copy_rows(table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]])
     """
     quote = connection.ops.quote_name
     sql = f"COPY {quote(table)} ({', '.join(quote(column) for column in columns)}) FROM STDIN"
-    with connection.cursor() as cursor, connection.wrap_database_errors:
-        with cursor.cursor.copy(sql) as copy:
-            for row in rows:
-                copy.write_row(row)
+    with connection.cursor() as cursor, connection.wrap_database_errors, cursor.cursor.copy(sql) as copy:
+        for row in rows:
+            copy.write_row(row)

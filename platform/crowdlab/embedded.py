@@ -16,6 +16,7 @@ removes the pids of processes that no longer exist before we take ours.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import warnings
@@ -69,10 +70,9 @@ def embedded_database(home: Path) -> dict[str, Any]:
     with psycopg.connect(dbname="postgres", user="postgres", host=host, port=port, autocommit=True) as admin:
         exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]).fetchone()
         if exists is None:
-            try:
+            # Another crowdlab process may create it between our check and now: what we wanted.
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
                 admin.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
-            except psycopg.errors.DuplicateDatabase:
-                pass  # another crowdlab process created it between our check and now: what we wanted
     return {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": DATABASE_NAME,

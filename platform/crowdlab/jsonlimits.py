@@ -114,7 +114,7 @@ def _locate(text: str, limit: int) -> JSONTooDeep:
     top_is_array = False
     for match in _TOKEN.finditer(text):
         token = match.group()
-        if token == "[" or token == "{":
+        if token in {"[", "{"}:
             if depth == 0:
                 top_is_array = token == "["
                 index = 0 if top_is_array else None
@@ -124,7 +124,7 @@ def _locate(text: str, limit: int) -> JSONTooDeep:
                 line = text.count("\n", 0, position) + 1
                 column = position - (text.rfind("\n", 0, position) + 1) + 1
                 return JSONTooDeep(limit=limit, line=line, column=column, index=index)
-        elif token == "]" or token == "}":
+        elif token in {"]", "}"}:
             depth -= 1
         elif token == "," and depth == 1 and top_is_array and index is not None:
             index += 1

@@ -22,7 +22,6 @@ from .env import (
     env_secret_key,
     env_str,
 )
-
 from .home import PACKAGE_DIR, SOURCE_ROOT, crowdlab_home
 
 # The repository root in a checkout; CROWDLAB_HOME when installed from a wheel,

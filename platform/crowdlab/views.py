@@ -41,7 +41,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
         return JsonResponse({"detail": SERVER_ERROR_DETAIL, "error": SERVER_ERROR_DETAIL}, status=500)
     try:
         body = loader.get_template("500.html").render()
-    except Exception:  # noqa: BLE001 - the error page of last resort must not fail
+    except Exception:
         logger.exception("could not render 500.html")
         return HttpResponseServerError("<h1>Server Error (500)</h1>", content_type="text/html")
     return HttpResponseServerError(body, content_type="text/html")

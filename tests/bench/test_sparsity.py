@@ -17,8 +17,8 @@ def test_removal_keeps_one_label_per_item(level: float) -> None:
     assert out.n_annotations == data.n_annotations - min(round(level * data.n_annotations), removable)
     assert (np.bincount(out.item_idx, minlength=out.n_items) >= 1).all()
     # Only removal: every kept annotation is one of the original (item, annotator, label).
-    orig = set(zip(data.item_idx.tolist(), data.annotator_idx.tolist(), data.label_idx.tolist()))
-    assert set(zip(out.item_idx.tolist(), out.annotator_idx.tolist(), out.label_idx.tolist())) <= orig
+    orig = set(zip(data.item_idx.tolist(), data.annotator_idx.tolist(), data.label_idx.tolist(), strict=True))
+    assert set(zip(out.item_idx.tolist(), out.annotator_idx.tolist(), out.label_idx.tolist(), strict=True)) <= orig
 
 
 def test_removal_rejects_a_level_of_one() -> None:

@@ -17,8 +17,7 @@ import pytest
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright  # noqa: E402
-
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"

@@ -40,7 +40,7 @@ def crowd(db: None) -> tuple[Any, Any, list[Any]]:
 
 
 def test_admin_dashboard_shows_the_known_confusion(crowd: Any, new_page: Callable[..., Page]) -> None:
-    project, owner, annotators = crowd
+    project, _owner, annotators = crowd
     admin = UserFactory(username="boss", is_staff=True, is_superuser=True)
     page = new_page(admin, viewport={"width": 1280, "height": 900})
     expect(page.get_by_test_id("role")).to_have_text("admin")
@@ -107,7 +107,7 @@ def test_conal_dashboards_on_desktop_and_phone(new_page: Callable[..., Page]) ->
 
 
 def test_annotator_gets_403_on_admin_and_requester_pages(crowd: Any, new_page: Callable[..., Page]) -> None:
-    project, owner, annotators = crowd
+    project, _owner, annotators = crowd
     page = new_page(annotators[0])
     expect(page.get_by_test_id("role")).to_have_text("annotator")
     for path in (

@@ -101,7 +101,7 @@ def test_run_now_progress_then_csv_download_matches_the_database(new_page: Calla
         page.get_by_test_id("export-csv").click()
     download = info.value
     assert download.suggested_filename.endswith(".csv")
-    rows = list(csv.DictReader(io.StringIO(open(download.path(), encoding="utf-8").read())))
+    rows = list(csv.DictReader(io.StringIO(download.path().read_text(encoding="utf-8"))))
     stored = {
         agg.item.external_id: agg for agg in AggregatedLabel.objects.filter(run=run).select_related("item")
     }
@@ -112,7 +112,7 @@ def test_run_now_progress_then_csv_download_matches_the_database(new_page: Calla
         assert float(row["confidence"]) == pytest.approx(agg.confidence)
         assert int(row["run_id"]) == run.pk
         assert int(row["n_annotations"]) == agg.item.n_annotations
-        for name, p in zip(project.class_names, agg.probabilities):
+        for name, p in zip(project.class_names, agg.probabilities, strict=True):
             assert float(row[f"p:{name}"]) == pytest.approx(p)
 
 

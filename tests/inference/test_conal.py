@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -179,7 +180,7 @@ def test_warm_start_matches_ids_adds_annotator_and_uses_fewer_epochs(
         features=d.features,
     )
     epochs_seen: list[int] = []
-    warm = CoNAL(seed=0, **FAST, **WARM).fit(grown, init=fitted, progress=lambda e, t, l: epochs_seen.append(t))
+    warm = CoNAL(seed=0, **FAST, **WARM).fit(grown, init=fitted, progress=lambda e, t, loss: epochs_seen.append(t))
     assert warm.fit_mode_ == "warm"
     assert warm.n_epochs_ < fitted.n_epochs_
     assert epochs_seen and epochs_seen[-1] == warm.n_epochs_
@@ -320,13 +321,13 @@ def test_sparse_ds_start_matches_a_direct_em_loop() -> None:
     post, conf, pooled = ds_init(a_item, a_ann, a_lab, n_items + 2, n_ann, c, n_iter=3)
     # Reference: the same EM written with explicit loops over annotations.
     ref = np.zeros((n_items + 2, c))
-    for i, y in zip(a_item, a_lab):
+    for i, y in zip(a_item, a_lab, strict=True):
         ref[i, y] += 1
     tot = ref.sum(1, keepdims=True)
     ref = np.where(tot > 0, ref / np.maximum(tot, 1), 1.0 / c)
     for _ in range(3):
         cf = np.zeros((n_ann, c, c))
-        for i, r, y in zip(a_item, a_ann, a_lab):
+        for i, r, y in zip(a_item, a_ann, a_lab, strict=True):
             cf[r, :, y] += ref[i]
         pl = cf.sum(0) + 1.0
         pl /= pl.sum(1, keepdims=True)
@@ -335,7 +336,7 @@ def test_sparse_ds_start_matches_a_direct_em_loop() -> None:
         prior = ref[tot[:, 0] > 0].mean(0) + 1e-3
         prior /= prior.sum()
         lp = np.tile(np.log(prior), (n_items + 2, 1))
-        for i, r, y in zip(a_item, a_ann, a_lab):
+        for i, r, y in zip(a_item, a_ann, a_lab, strict=True):
             lp[i] += np.log(cf[r, :, y])
         ref = np.exp(lp - lp.max(1, keepdims=True))
         ref /= ref.sum(1, keepdims=True)
@@ -353,7 +354,7 @@ def test_progress_counts_the_probe_epochs_then_the_main_fit() -> None:
     epochs, totals = [e for e, _ in seen], [t for _, t in seen]
     assert epochs == list(range(1, len(seen) + 1))  # one call per epoch, probes first
     assert len(seen) > model.n_epochs_  # the probes' epochs were reported too
-    assert all(a >= b for a, b in zip(totals, totals[1:]))  # the total only shrinks (probes may stop early)
+    assert all(a >= b for a, b in itertools.pairwise(totals))  # the total only shrinks (probes may stop early)
     assert seen[-1][0] == seen[-1][1]  # and the bar ends full
     # Reporting progress does not change the fit.
     assert (CoNAL(seed=0, **FAST).fit(data).probas_ == model.probas_).all()

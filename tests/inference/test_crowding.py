@@ -3,6 +3,7 @@ annotations, determinism, checkpoints/warm start and the CLI end to end."""
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from pathlib import Path
 
@@ -107,7 +108,7 @@ def test_selection_prefers_low_entropy() -> None:
 def test_candidate_pairs_exclude_observed_pairs() -> None:
     rng = np.random.default_rng(0)
     it, an = sample_candidate_pairs(3, 2, np.array([0, 1]), np.array([1, 0]), 100, rng)
-    assert sorted(zip(it.tolist(), an.tolist())) == [(0, 0), (1, 1), (2, 0), (2, 1)]
+    assert sorted(zip(it.tolist(), an.tolist(), strict=True)) == [(0, 0), (1, 1), (2, 0), (2, 1)]
     it, an = sample_candidate_pairs(1000, 50, np.array([0]), np.array([0]), 500, rng)
     assert 0 < len(it) <= 500 and not ((it == 0) & (an == 0)).any()
 
@@ -153,7 +154,7 @@ def test_generated_only_for_sparse_items_and_never_a_labeller(crowd: SyntheticCr
     n_labels = np.bincount(d.item_idx, minlength=d.n_items)
     gen = fitted.generated_
     assert gen and all(isinstance(g, GeneratedAnnotation) for g in gen)
-    labellers = {(d.items[i], d.annotators[r]) for i, r in zip(d.item_idx, d.annotator_idx)}
+    labellers = {(d.items[i], d.annotators[r]) for i, r in zip(d.item_idx, d.annotator_idx, strict=True)}
     per_item: dict[str, int] = {}
     for g in gen:
         assert (g.item, g.annotator) not in labellers
@@ -230,7 +231,7 @@ def test_cli_end_to_end_writes_generated_csv(tmp_path: Path) -> None:
     with (tmp_path / "A.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["item", "annotator", "label"])
-        w.writerows((d.items[i], d.annotators[r], d.classes[y]) for i, r, y in zip(d.item_idx, d.annotator_idx, d.label_idx))
+        w.writerows((d.items[i], d.annotators[r], d.classes[y]) for i, r, y in zip(d.item_idx, d.annotator_idx, d.label_idx, strict=True))
     np.save(tmp_path / "F.npy", d.features)
     (tmp_path / "I.txt").write_text("\n".join(d.items) + "\n")
     out = tmp_path / "out"
@@ -246,7 +247,7 @@ def test_cli_end_to_end_writes_generated_csv(tmp_path: Path) -> None:
         rows = list(reader)
     assert header == ["item", "annotator", "label", "probability"]
     assert rows
-    human = {(d.items[i], d.annotators[r]) for i, r in zip(d.item_idx, d.annotator_idx)}
+    human = {(d.items[i], d.annotators[r]) for i, r in zip(d.item_idx, d.annotator_idx, strict=True)}
     for item, annotator, label, prob in rows:
         assert (item, annotator) not in human
         assert label in d.classes and 0.0 < float(prob) <= 1.0
@@ -309,7 +310,7 @@ def test_progress_covers_the_conal_epochs(crowd: SyntheticCrowd) -> None:
     assert [e for e, _ in seen] == list(range(1, len(seen) + 1))
     assert len(seen) >= model.n_epochs_
     totals = [t for _, t in seen]
-    assert all(a >= b for a, b in zip(totals, totals[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(totals))
     assert seen[-1] == (len(seen), len(seen))
 
 

@@ -20,7 +20,7 @@ def test_from_records_indexes_ids_once(tiny_records):
 
 
 def test_column_form_matches_records(tiny_records):
-    cols = tuple(list(col) for col in zip(*tiny_records))
+    cols = tuple(list(col) for col in zip(*tiny_records, strict=True))
     a = CrowdData.from_records(tiny_records)
     b = CrowdData.from_records(cols)  # type: ignore[arg-type]
     assert a.items == b.items and a.annotators == b.annotators and a.classes == b.classes

@@ -59,7 +59,7 @@ def test_seed_determinism(synthetic_crowd):
 def test_loss_history_and_progress(synthetic_crowd):
     data = synthetic_crowd(n_items=400, seed=4).data
     calls: list[tuple[int, int, float]] = []
-    ds = DawidSkene(n_iter=50).fit(data, progress=lambda e, t, l: calls.append((e, t, l)))
+    ds = DawidSkene(n_iter=50).fit(data, progress=lambda e, t, loss: calls.append((e, t, loss)))
     assert len(ds.loss_history_) == ds.n_epochs_ == len(calls)
     assert [c[0] for c in calls] == list(range(1, ds.n_epochs_ + 1))
     assert all(c[1] == 50 for c in calls)

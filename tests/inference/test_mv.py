@@ -63,7 +63,7 @@ def test_registry_and_checkpoint_roundtrip(tiny_records):
 
 def test_progress_called(tiny_records):
     calls: list[tuple[int, int, float]] = []
-    MajorityVote().fit(CrowdData.from_records(tiny_records), progress=lambda e, t, l: calls.append((e, t, l)))
+    MajorityVote().fit(CrowdData.from_records(tiny_records), progress=lambda e, t, loss: calls.append((e, t, loss)))
     assert calls == [(1, 1, 0.0)]
 
 

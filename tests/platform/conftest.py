@@ -26,7 +26,6 @@ from rest_framework.test import APIClient
 
 from crowdlab.projects.models import Item, ItemKind, Membership, Project
 from crowdlab.projects.roles import make_requester
-
 from tests.platform.factories import DEFAULT_CLASSES, ItemFactory, ProjectFactory, UserFactory
 
 ROLES = ("anonymous", "annotator", "outsider", "other_requester", "owner", "admin")

@@ -52,7 +52,7 @@ class ReLUDropout(nn.Module):
     def __init__(self, p: float) -> None:
         super().__init__()
         self.p = float(p)
-        self.threshold = min(255, int(round(256 * self.p)))
+        self.threshold = min(255, round(256 * self.p))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.threshold == 0:

@@ -52,7 +52,7 @@ class CoNALPosterior:
         tau: float | None,
     ) -> None:
         net.eval()
-        n_items, n_cls = data.n_items, data.n_classes
+        n_items = data.n_items
         all_items = torch.arange(n_items)
         inputs = net.inputs(all_items, x_all)
         # Softmax in float64 so rows sum to 1 to machine precision (the contract); numpy's,

@@ -326,7 +326,7 @@ class CoNALTraining:
         old_counts[new_pos] = prev.item_counts_[old_pos]
         changed = labelled[counts[labelled] != old_counts[labelled]]
         rest = np.setdiff1d(labelled, changed, assume_unique=True)
-        n_replay = int(round(self.warm_replay * len(rest)))
+        n_replay = round(self.warm_replay * len(rest))
         replay = rng.choice(rest, size=n_replay, replace=False) if n_replay else rest[:0]
         out = np.sort(np.concatenate([changed, replay]))
         return out if len(out) >= 2 else labelled

@@ -334,6 +334,7 @@ class CrowdInG(CrowdInGTraining, CrowdInGPosterior, CrowdModel):
                 self.generated_annotator_idx_,
                 self.generated_label_idx_,
                 self.generated_probability_,
+                strict=True,
             )
         ]
 

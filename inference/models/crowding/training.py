@@ -101,7 +101,7 @@ class CrowdInGTraining:
             with torch.no_grad():
                 net.w_crowd.copy_(torch.from_numpy(np.log(conf)).float())
             n_pre = self._pretrain_epochs(len(labelled))
-            n_soft = int(math.floor(self.soft_epochs * n_pre))
+            n_soft = math.floor(self.soft_epochs * n_pre)
             n_gd, n_crowd = int(self.gd_pretrain_epochs), int(self.crowding_epochs)
         else:
             soft = np.full((n_items, n_cls), 1.0 / n_cls)  # only the soft epochs read it
@@ -330,7 +330,7 @@ class CrowdInGTraining:
 
         # --- discriminator and Q: real (1) vs selected generated (0)
         net.train()
-        si, sr, sy = pi[sel], pr[sel], y[sel]
+        si, sy = pi[sel], y[sel]
         sr_in = pr_in[sel]
         target = torch.cat([torch.ones(len(ri)), torch.zeros(len(si))])
         for _ in range(steps):

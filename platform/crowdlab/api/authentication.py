@@ -24,7 +24,7 @@ class FastTokenAuthentication(TokenAuthentication):
         # A plain cursor and ``Model.from_db`` rather than ``raw()``: the
         # RawQuerySet's column/model mapping cost ~0.2 ms per request.
         User = get_user_model()
-        fields = [field for field in User._meta.concrete_fields]
+        fields = list(User._meta.concrete_fields)
         sql = (
             "SELECT " + ", ".join(f"u.{connection.ops.quote_name(field.column)}" for field in fields)
             + f" FROM {User._meta.db_table} u JOIN {Token._meta.db_table} t"

@@ -7,15 +7,14 @@ from typing import Any
 
 import django_filters
 from django import forms
+from django.db.models import QuerySet
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
-from django.db.models import QuerySet
 from rest_framework.exceptions import ValidationError
 
 from crowdlab.labelling.models import Annotation, AnnotationSource
 from crowdlab.projects.models import InferenceModel, Item, ItemKind, Project
-
 
 # Query values are checked as strictly as the OpenAPI schema describes them: an
 # empty or malformed value of a typed parameter is a 400 naming the parameter,
@@ -98,7 +97,7 @@ class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
     def filter(self, qs: QuerySet[Any], value: dt.datetime | None) -> QuerySet[Any]:
         if value is not None:
             try:
-                value = value.astimezone(dt.timezone.utc)
+                value = value.astimezone(dt.UTC)
             except (OverflowError, ValueError):
                 raise ValidationError({self.field_name: "datetime out of range."}) from None
         return super().filter(qs, value)

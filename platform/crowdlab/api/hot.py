@@ -45,7 +45,7 @@ View = Callable[..., HttpResponse]
 _MAX_FAST_BODY = 16 * 1024
 
 _USER = get_user_model()
-_PROJECT_FIELDS = [field for field in Project._meta.concrete_fields]
+_PROJECT_FIELDS = list(Project._meta.concrete_fields)
 
 # The caller: an active user holding the token who is a member of the project
 # (``u``, ``m`` and the project row ``p``).

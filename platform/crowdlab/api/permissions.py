@@ -8,7 +8,8 @@ the classes resolve it once, store it on ``view.project`` and refuse with 404
 """
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from django.http import Http404
 from rest_framework.permissions import BasePermission
@@ -22,6 +23,10 @@ from crowdlab.projects.selectors import (
     project_get_for_owner,
     project_get_visible,
 )
+
+if TYPE_CHECKING:
+    # A stub-only alias: what DRF's APIView declares permission_classes as.
+    from rest_framework.permissions import _PermissionClass
 
 PROJECT_KWARG = "project_pk"
 
@@ -115,5 +120,5 @@ class IsProjectOwnerMemberOrAdmin(_ProjectScopedPermission):
 # No docstring on purpose: drf-spectacular publishes the nearest docstring in a
 # view's MRO as the operation's description.
 class ProjectScopedMixin:
-    permission_classes: list[type[BasePermission]] = [IsProjectOwnerOrAdmin]
+    permission_classes: Sequence[_PermissionClass] = [IsProjectOwnerOrAdmin]
     project: Project

@@ -306,7 +306,7 @@ class AnnotationDetailSerializer(AnnotationSerializer):
     revisions = RevisionSerializer(many=True, read_only=True)
 
     class Meta(AnnotationSerializer.Meta):
-        fields = AnnotationSerializer.Meta.fields + ["revisions"]
+        fields = [*AnnotationSerializer.Meta.fields, "revisions"]
         read_only_fields = fields
 
 

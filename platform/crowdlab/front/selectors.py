@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import Count, F, FloatField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Cast, TruncDay, TruncHour
 
@@ -38,7 +37,7 @@ def items_by_label_count(*, project: Project) -> dict[str, list[Any]]:
     return {"labels": [str(n) for n in range(top + 1)], "values": [counts.get(n, 0) for n in range(top + 1)]}
 
 
-def annotations_over_time(*, project: Project) -> dict[str, list[Any]]:
+def annotations_over_time(*, project: Project) -> dict[str, Any]:
     """Annotations per hour (spans up to 3 days) or per day, as a chart series."""
     annotations = Annotation.objects.filter(project=project)
     bounds = annotations.order_by("created_at").values_list("created_at", flat=True)
@@ -81,7 +80,7 @@ def project_progress(*, project: Project) -> ProjectProgress:
     )
 
 
-def annotator_project_progress(*, user: AbstractBaseUser, projects: QuerySet[Project]) -> list[dict[str, Any]]:
+def annotator_project_progress(*, user: User, projects: QuerySet[Project]) -> list[dict[str, Any]]:
     """For the annotator's home page: their own count per project, nothing about others."""
     own = dict(
         Annotation.objects.filter(annotator=user, project__in=projects)
@@ -239,9 +238,8 @@ def common_confusion(*, project: Project, run: InferenceRun, top: int = 8) -> Co
     return CommonConfusionView(matrix=matrix, learned=learned, pairs=pairs[:top])
 
 
-def dashboard_annotator_get(*, project: Project, annotator_id: int) -> AbstractBaseUser | None:
+def dashboard_annotator_get(*, project: Project, annotator_id: int) -> User | None:
     """The user if they labelled in (or are a member of) ``project``."""
-    User = get_user_model()
     return (
         User.objects.filter(pk=annotator_id)
         .filter(Q(annotations__project=project) | Q(memberships__project=project))
@@ -250,7 +248,7 @@ def dashboard_annotator_get(*, project: Project, annotator_id: int) -> AbstractB
     )
 
 
-def raw_counts(*, project: Project, annotator: AbstractBaseUser, run: InferenceRun) -> list[list[int]]:
+def raw_counts(*, project: Project, annotator: User, run: InferenceRun) -> list[list[int]]:
     """counts[i][j]: the annotator's labels j on items the run aggregated as i."""
     names = project.class_names
     index = {name: i for i, name in enumerate(names)}
@@ -281,7 +279,7 @@ def omega_histogram(omegas: list[float] | None, bins: int = 10) -> dict[str, lis
     }
 
 
-def recent_labels(*, project: Project, annotator: AbstractBaseUser, run: InferenceRun | None, limit: int = 20) -> list[Any]:
+def recent_labels(*, project: Project, annotator: User, run: InferenceRun | None, limit: int = 20) -> list[Any]:
     qs = Annotation.objects.filter(project=project, annotator=annotator).select_related("item").order_by("-created_at", "-id")
     if run is not None:
         qs = qs.annotate(

@@ -25,23 +25,23 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from crowdlab import jsonlimits
+from crowdlab.labelling.importing import crowd_import
 from crowdlab.labelling.models import Assignment
 from crowdlab.labelling.selectors import annotator_progress, assignment_get_own
 from crowdlab.labelling.services import (
     UNDO_GRACE_SECONDS,
     AnnotationConflict,
-    annotation_undo,
     annotation_submit,
+    annotation_undo,
     assignment_skip,
     membership_remove,
     next_task,
 )
 from crowdlab.live.triggers import new_annotations_count, request_run
 from crowdlab.projects.images import ImageRejected, image_type_of
-from crowdlab.labelling.importing import crowd_import
 from crowdlab.projects.importing import ImportValidationError, items_import
 from crowdlab.projects.models import Item, ItemKind, Project
-from crowdlab.projects.roles import is_requester
+from crowdlab.projects.roles import is_requester, signed_in
 from crowdlab.projects.selectors import (
     project_get_for_annotator,
     project_get_for_owner,
@@ -54,7 +54,8 @@ from crowdlab.projects.services import membership_add, project_create, project_u
 from crowdlab.results.export import EXPORT_FORMATS, export_response
 from crowdlab.results.models import InferenceRun, RunStatus, RunTrigger
 from crowdlab.results.selectors import active_run, automatic_runs_held_by, confusions_for_run, latest_published_run
-from crowdlab.results.services import RunNotActive, run_cancel as run_cancel_service
+from crowdlab.results.services import RunNotActive
+from crowdlab.results.services import run_cancel as run_cancel_service
 
 from . import selectors
 from .forms import CrowdUploadForm, ItemUploadForm, MemberAddForm, ProjectForm, ResultsFilterForm
@@ -79,7 +80,7 @@ def home(request: HttpRequest) -> HttpResponse:
     user = request.user
     annotated = projects_annotated_by(user).order_by("name")
     context: dict[str, Any] = {
-        "annotator_projects": selectors.annotator_project_progress(user=user, projects=annotated),
+        "annotator_projects": selectors.annotator_project_progress(user=signed_in(user), projects=annotated),
         "can_create": is_requester(user),
         "owned_projects": [],
     }
@@ -208,7 +209,7 @@ def label_page(request: HttpRequest, project_id: int) -> HttpResponse:
 @require_POST
 def label_next(request: HttpRequest, project_id: int) -> JsonResponse:
     project = project_get_for_annotator(user=request.user, project_id=project_id)
-    assignment = next_task(project=project, annotator=request.user)
+    assignment = next_task(project=project, annotator=signed_in(request.user))
     return JsonResponse(_task_payload(project=project, user=request.user, assignment=assignment))
 
 
@@ -218,7 +219,7 @@ def _own_assignment(request: HttpRequest, project: Any, body: dict[str, Any], ve
     assignment_id = body.get("assignment_id")
     if not isinstance(assignment_id, int):
         raise ValidationError({"assignment_id": f"give the integer id of the task you are {verb}."})
-    return assignment_get_own(user=request.user, project=project, assignment_id=assignment_id)
+    return assignment_get_own(user=signed_in(request.user), project=project, assignment_id=assignment_id)
 
 
 @login_required
@@ -233,7 +234,7 @@ def label_submit(request: HttpRequest, project_id: int) -> JsonResponse:
         time_spent = body.get("time_spent_ms")
         annotation = annotation_submit(
             item=assignment.item,
-            annotator=request.user,
+            annotator=signed_in(request.user),
             label=body.get("label"),
             time_spent_ms=time_spent if isinstance(time_spent, int) and time_spent >= 0 else None,
         )
@@ -243,7 +244,7 @@ def label_submit(request: HttpRequest, project_id: int) -> JsonResponse:
         return _json_error(str(conflict), 409)
     except PermissionDenied as denied:
         return _json_error(str(denied), 403)
-    following = next_task(project=project, annotator=request.user)
+    following = next_task(project=project, annotator=signed_in(request.user))
     return JsonResponse(
         _task_payload(
             project=project,
@@ -263,10 +264,10 @@ def label_skip(request: HttpRequest, project_id: int) -> JsonResponse:
         assignment = _own_assignment(request, project, body, "skipping")
         if assignment is None:
             return _json_error("This task is not yours (or no longer exists); reload the page.", 404)
-        assignment_skip(assignment=assignment, annotator=request.user)
+        assignment_skip(assignment=assignment, annotator=signed_in(request.user))
     except ValidationError as error:
         return _json_error(_validation_message(error), 400)
-    following = next_task(project=project, annotator=request.user)
+    following = next_task(project=project, annotator=signed_in(request.user))
     return JsonResponse(_task_payload(project=project, user=request.user, assignment=following, skipped=True))
 
 
@@ -275,7 +276,7 @@ def label_skip(request: HttpRequest, project_id: int) -> JsonResponse:
 def label_undo(request: HttpRequest, project_id: int) -> JsonResponse:
     project = project_get_for_annotator(user=request.user, project_id=project_id)
     try:
-        assignment = annotation_undo(project=project, annotator=request.user)
+        assignment = annotation_undo(project=project, annotator=signed_in(request.user))
     except ValidationError as error:
         return _json_error(_validation_message(error), 400)
     return JsonResponse(_task_payload(project=project, user=request.user, assignment=assignment, undone=True))
@@ -289,7 +290,7 @@ def item_media(request: HttpRequest, project_id: int, item_id: int) -> FileRespo
         project = project_get_for_owner(user=request.user, project_id=project_id)
     except PermissionDenied:
         project = project_get_for_annotator(user=request.user, project_id=project_id)
-        if not Assignment.objects.filter(item_id=item_id, annotator=request.user).exists():
+        if not Assignment.objects.filter(item_id=item_id, annotator=signed_in(request.user)).exists():
             raise
     item = Item.objects.filter(project=project, pk=item_id).first()
     if item is None or not item.image:
@@ -327,7 +328,7 @@ def project_new(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         fields = dict(form.cleaned_data)
         try:
-            project = project_create(owner=request.user, name=fields.pop("name"), classes=fields.pop("classes"), **fields)
+            project = project_create(owner=signed_in(request.user), name=fields.pop("name"), classes=fields.pop("classes"), **fields)
         except ValidationError as error:
             _form_errors_from(form, error)
         else:

@@ -104,7 +104,7 @@ def dataset_import(
             raise ValueError(
                 f"{directory}: features.npy has shape {features.shape}; expected {len(item_ids)} rows (items.txt)."
             )
-        for external_id, vector in zip(item_ids, features.astype(float).tolist()):
+        for external_id, vector in zip(item_ids, features.astype(float).tolist(), strict=True):
             row_for(external_id)["features"] = vector
     if (directory / "texts.csv").exists():
         texts = _read_csv_dicts(directory / "texts.csv")

@@ -33,6 +33,10 @@ class AnnotationListener(Protocol):
         transaction. Called inside it: defer the work to after commit."""
         ...
 
+    def __hash__(self) -> int:
+        """Hashable: the submit statement built around a listener is cached per listener."""
+        ...
+
 
 _listener: AnnotationListener | None = None
 

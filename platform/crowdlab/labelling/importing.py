@@ -165,7 +165,7 @@ def crowd_import(*, project: Project, stream: IO[bytes] | IO[str] | bytes | str)
             external_id, worker, label = (value.strip() for value in values)
             bad_cells = [
                 (name, problem)
-                for name, value in zip(normalised, (external_id, worker, label))
+                for name, value in zip(normalised, (external_id, worker, label), strict=True)
                 if (problem := unstorable(value)) is not None
             ]
             if bad_cells:

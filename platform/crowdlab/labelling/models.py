@@ -34,6 +34,9 @@ class Assignment(models.Model):
             models.Index(fields=["annotator", "project", "status"], name="assignment_annotator_idx"),
         ]
 
+    def __str__(self) -> str:
+        return f"item {self.item_id} leased to {self.annotator_id} ({self.status})"
+
 
 class AnnotationSource(models.TextChoices):
     WEB = "web", "Labelled here"
@@ -73,3 +76,6 @@ class AnnotationRevision(models.Model):
 
     class Meta:
         ordering = ["changed_at", "id"]
+
+    def __str__(self) -> str:
+        return f"annotation {self.annotation_id}: {self.old_label} → {self.new_label}"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import Count, OuterRef, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
@@ -14,7 +14,7 @@ from crowdlab.projects.selectors import UserLike, projects_visible_to
 from .models import Annotation, Assignment
 
 
-def annotations_visible_to(*, user: AbstractBaseUser, project: Project) -> QuerySet[Annotation]:
+def annotations_visible_to(*, user: User, project: Project) -> QuerySet[Annotation]:
     """Owner/admin: every annotation of the project; anyone else: only their own."""
     queryset = Annotation.objects.filter(project=project).select_related("item", "annotator").order_by("id")
     if can_manage_project(user, project):
@@ -22,11 +22,11 @@ def annotations_visible_to(*, user: AbstractBaseUser, project: Project) -> Query
     return queryset.filter(annotator=user)
 
 
-def annotation_get_own(*, user: AbstractBaseUser, project: Project, annotation_id: int) -> Annotation | None:
+def annotation_get_own(*, user: User, project: Project, annotation_id: int) -> Annotation | None:
     return Annotation.objects.filter(project=project, annotator=user, pk=annotation_id).first()
 
 
-def assignment_get_own(*, user: AbstractBaseUser, project: Project, assignment_id: int) -> Assignment | None:
+def assignment_get_own(*, user: User, project: Project, assignment_id: int) -> Assignment | None:
     return Assignment.objects.filter(project=project, annotator=user, pk=assignment_id).select_related("item").first()
 
 
@@ -42,7 +42,7 @@ def item_get_by_external_id(*, project: Project, external_id: str) -> Item | Non
     return item
 
 
-def annotator_progress(*, user: AbstractBaseUser, project: Project) -> int:
+def annotator_progress(*, user: User, project: Project) -> int:
     """How many items ``user`` labelled in ``project`` (their own progress only)."""
     return Annotation.objects.filter(project=project, annotator=user).count()
 
@@ -67,7 +67,7 @@ def projects_with_counts(*, user: UserLike) -> QuerySet[Project]:
             n_items=per_project(items, Count("id")),
             n_annotations=per_project(items, Sum("n_annotations")),
             n_members=per_project(Membership.objects.filter(project=OuterRef("pk")), Count("id")),
-            my_annotations=per_project(Annotation.objects.filter(project=OuterRef("pk"), annotator=user), Count("id")),
+            my_annotations=per_project(Annotation.objects.filter(project=OuterRef("pk"), annotator_id=user.pk), Count("id")),
         )
         .order_by("-created_at", "-id")
     )

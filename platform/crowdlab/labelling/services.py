@@ -16,7 +16,7 @@ import datetime as dt
 import functools
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
 from django.db.models import F
@@ -128,7 +128,7 @@ FOR UPDATE OF m
 
 
 @transaction.atomic
-def membership_remove(*, project: Project, user: AbstractBaseUser) -> None:
+def membership_remove(*, project: Project, user: User) -> None:
     """Remove ``user`` from ``project``. Their annotations stay; their open leases are released.
 
     Here rather than in ``projects.services``: it writes leases, which
@@ -142,7 +142,7 @@ def membership_remove(*, project: Project, user: AbstractBaseUser) -> None:
 
 
 @transaction.atomic
-def next_task(*, project: Project, annotator: AbstractBaseUser) -> Assignment | None:
+def next_task(*, project: Project, annotator: User) -> Assignment | None:
     """The annotator's current lease, or a new one on the unfinished item closest
     to completion; ``None`` when nothing is left (or the project is paused).
 
@@ -222,7 +222,7 @@ def next_task_for_locked_member(
 
 
 @transaction.atomic
-def assignment_skip(*, assignment: Assignment, annotator: AbstractBaseUser) -> Assignment:
+def assignment_skip(*, assignment: Assignment, annotator: User) -> Assignment:
     """Give the item back; the annotator will not be offered it again."""
     if assignment.annotator_id != annotator.pk:
         raise PermissionDenied("You can only skip your own assignments.")
@@ -262,7 +262,7 @@ SELECT id FROM ins
 
 @transaction.atomic
 def annotation_submit(
-    *, item: Item, annotator: AbstractBaseUser, label: str, time_spent_ms: int | None = None
+    *, item: Item, annotator: User, label: str, time_spent_ms: int | None = None
 ) -> Annotation:
     """Store the annotator's label for an item they hold an assignment for.
 
@@ -377,7 +377,7 @@ def _submit_fast_sql(listener: hooks.AnnotationListener | None) -> str:
 
 
 def annotation_submit_leased(
-    *, project: Project, external_id: str, annotator: AbstractBaseUser, label: str, time_spent_ms: int | None = None
+    *, project: Project, external_id: str, annotator: User, label: str, time_spent_ms: int | None = None
 ) -> Annotation | None:
     """The common case of a submit in one round trip: a new label for an item
     the annotator holds an active, unexpired lease on.
@@ -427,7 +427,7 @@ def annotation_inserted(
     project_id: int,
     item: Item | None,
     item_id: int,
-    annotator: AbstractBaseUser,
+    annotator: User,
     label: str,
     time_spent_ms: int | None,
     now: dt.datetime,
@@ -465,7 +465,7 @@ def _same_or_conflict(existing: Annotation, label: str) -> Annotation:
 
 
 @transaction.atomic
-def annotation_update(*, annotation: Annotation, label: str, annotator: AbstractBaseUser | None = None) -> Annotation:
+def annotation_update(*, annotation: Annotation, label: str, annotator: User | None = None) -> Annotation:
     """Change a label explicitly; the previous one is kept as an ``AnnotationRevision``."""
     if annotator is not None and annotation.annotator_id != annotator.pk:
         raise PermissionDenied("You can only change your own annotations.")
@@ -485,7 +485,7 @@ UNDO_GRACE_SECONDS = 10
 
 @transaction.atomic
 def annotation_undo(
-    *, project: Project, annotator: AbstractBaseUser, grace_seconds: int = UNDO_GRACE_SECONDS
+    *, project: Project, annotator: User, grace_seconds: int = UNDO_GRACE_SECONDS
 ) -> Assignment:
     """Take back the annotator's newest web annotation in ``project`` if it is
     younger than ``grace_seconds``, and hand its item back to them.

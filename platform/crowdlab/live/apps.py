@@ -18,3 +18,6 @@ class LiveConfig(AppConfig):
         # Stored labels reach the live trigger through labelling's hook:
         # labelling sits below live and never imports it.
         hooks.set_listener(triggers.LISTENER)
+        # No eager mode (settings: tasks always go to a worker process), so
+        # live.tasks is imported only by workers (Celery's autodiscovery):
+        # the web sends runs by name and never loads inference.

@@ -63,7 +63,7 @@ def _model_params(name: str, params: dict[str, Any], *, project_k: int | None = 
     cls = MODELS.get(name)
     if cls is None:
         raise ValueError(f"unknown model {name!r}; allowed: {sorted(MODELS)}")
-    field_names = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    field_names: set[str] = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
     defaults: dict[str, Any] = {"seed": 0}
     if "num_threads" in field_names:
         defaults["num_threads"] = settings.INFERENCE_THREADS
@@ -295,7 +295,7 @@ def _execute_claimed(*, run: InferenceRun, worker: str, heartbeat: RunHeartbeat 
         except (OperationalError, InterfaceError):
             logger.warning("run %s: database unreachable; the heartbeat sweep will fail the run", run_id)
         raise
-    except Exception as exc:  # noqa: BLE001 - any non-transient error ends the run, readably
+    except Exception as exc:
         if isinstance(exc, ValueError):
             logger.warning("run %s failed: %s", run_id, exc)  # bad data: the reason is the whole story
         else:

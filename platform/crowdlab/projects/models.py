@@ -125,7 +125,9 @@ class Item(models.Model):
     url = models.URLField(max_length=2000, blank=True, help_text="Image or audio URL.")
     data = models.JSONField(null=True, blank=True, help_text="Arbitrary JSON content.")
     features = models.JSONField(null=True, blank=True, help_text="Optional numeric feature vector.")
-    gold_label = models.CharField(max_length=100, null=True, blank=True)
+    # NULL is "no gold label" (filters and the dashboard test isnull); making it
+    # '' would need a data migration on every deployment for no gain.
+    gold_label = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001 - see above
     # Denormalised count of human annotations; kept by the labelling services so
     # that next-task can skip full items without counting rows.
     n_annotations = models.PositiveIntegerField(default=0)

@@ -6,11 +6,24 @@ members of the Django group ``requesters``; annotators are whoever holds a
 """
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
+from django.contrib.auth.models import AnonymousUser, Group, User
+from django.core.exceptions import PermissionDenied
 
 REQUESTERS_GROUP = "requesters"
 
-UserLike = AbstractBaseUser | AnonymousUser
+UserLike = User | AnonymousUser
+
+
+def signed_in(user: UserLike) -> User:
+    """``request.user`` of a view that requires a login, typed as the user it is.
+
+    The view's login check (``login_required``, DRF's ``IsAuthenticated``) has
+    already refused anonymous visitors; an anonymous user here is a view that
+    forgot it, which must not reach a service.
+    """
+    if not isinstance(user, User) or not user.is_authenticated:
+        raise PermissionDenied("you must be logged in")
+    return user
 
 
 def is_admin(user: UserLike | None) -> bool:
@@ -25,25 +38,26 @@ def is_requester(user: UserLike | None) -> bool:
     if is_admin(user):
         return True
     # Cache on the instance: permission checks run several times per request.
-    cached = getattr(user, "_crowdlab_is_requester", None)
+    cached: bool | None = getattr(user, "_crowdlab_is_requester", None)
     if cached is None:
-        cached = user.groups.filter(name=REQUESTERS_GROUP).exists()  # type: ignore[union-attr]
-        user._crowdlab_is_requester = cached  # type: ignore[union-attr]
+        cached = user.groups.filter(name=REQUESTERS_GROUP).exists()
+        # setattr: a private cache the User model does not declare.
+        setattr(user, "_crowdlab_is_requester", cached)  # noqa: B010
     return cached
 
 
-def make_requester(user: AbstractBaseUser) -> None:
+def make_requester(user: User) -> None:
     """Put ``user`` into the requesters group (created on first use)."""
     group, _ = Group.objects.get_or_create(name=REQUESTERS_GROUP)
-    user.groups.add(group)  # type: ignore[attr-defined]
+    user.groups.add(group)
     if hasattr(user, "_crowdlab_is_requester"):
-        del user._crowdlab_is_requester  # type: ignore[attr-defined]
+        delattr(user, "_crowdlab_is_requester")
 
 
-def is_project_owner(user: UserLike | None, project: "object") -> bool:
+def is_project_owner(user: UserLike | None, project: object) -> bool:
     return bool(user is not None and user.is_authenticated and getattr(project, "owner_id", None) == user.pk)
 
 
-def can_manage_project(user: UserLike | None, project: "object") -> bool:
+def can_manage_project(user: UserLike | None, project: object) -> bool:
     """Owner or admin: edit, delete, see items, gold and aggregates."""
     return is_admin(user) or is_project_owner(user, project)

@@ -13,8 +13,7 @@ did not exist); a member who is not the owner asking for owner-only data gets
 """
 from __future__ import annotations
 
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q, QuerySet
 from django.http import Http404
@@ -22,7 +21,7 @@ from django.http import Http404
 from .models import Item, Membership, Project
 from .roles import is_admin
 
-UserLike = AbstractBaseUser | AnonymousUser
+UserLike = User | AnonymousUser
 
 
 def projects_visible_to(user: UserLike) -> QuerySet[Project]:
@@ -113,9 +112,8 @@ def items_for_project(*, project: Project) -> QuerySet[Item]:
     return Item.objects.filter(project=project).order_by("id")
 
 
-def user_get_by_username(*, username: str) -> AbstractBaseUser:
+def user_get_by_username(*, username: str) -> User:
     """The user named ``username``; ``ValidationError`` naming the field otherwise."""
-    User = get_user_model()
     try:
         return User.objects.get(username=username)
     except User.DoesNotExist:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
@@ -53,7 +53,7 @@ def _validate_fields(fields: dict[str, Any]) -> None:
 
 
 @transaction.atomic
-def project_create(*, owner: AbstractBaseUser, name: str, classes: list[dict[str, Any]], **fields: Any) -> Project:
+def project_create(*, owner: User, name: str, classes: list[dict[str, Any]], **fields: Any) -> Project:
     """Create a project owned by ``owner``; classes are normalised (names stripped, empty keys → None)."""
     fields = {"name": name, "classes": classes, **fields}
     _validate_fields(fields)
@@ -83,9 +83,12 @@ def project_update(*, project: Project, **fields: Any) -> Project:
             raise ValidationError(
                 {"classes": f"classes {missing} already have annotations and cannot be removed or renamed."}
             )
-    if "name" in fields and fields["name"] != project.name:
-        if Project.objects.filter(owner_id=project.owner_id, name=fields["name"]).exclude(pk=project.pk).exists():
-            raise ValidationError({"name": f"the owner already has a project named {fields['name']!r}."})
+    if (
+        "name" in fields
+        and fields["name"] != project.name
+        and Project.objects.filter(owner_id=project.owner_id, name=fields["name"]).exclude(pk=project.pk).exists()
+    ):
+        raise ValidationError({"name": f"the owner already has a project named {fields['name']!r}."})
     for name, value in fields.items():
         setattr(project, name, value)
     project.full_clean()
@@ -103,7 +106,7 @@ def _normalise_classes(classes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @transaction.atomic
-def membership_add(*, project: Project, user: AbstractBaseUser) -> Membership:
+def membership_add(*, project: Project, user: User) -> Membership:
     """Make ``user`` an annotator of ``project``; adding twice is a no-op."""
     membership, _ = Membership.objects.get_or_create(project=project, user=user)
     return membership

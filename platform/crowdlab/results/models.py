@@ -120,6 +120,9 @@ class AggregatedLabel(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "item"], name="aggregated_unique")]
 
+    def __str__(self) -> str:
+        return f"run {self.run_id}: item {self.item_id} → {self.label} ({self.confidence:.2f})"
+
 
 class AnnotatorConfusion(models.Model):
     run = models.ForeignKey(InferenceRun, on_delete=models.CASCADE, related_name="confusions")
@@ -133,10 +136,16 @@ class AnnotatorConfusion(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "annotator"], name="confusion_unique")]
 
+    def __str__(self) -> str:
+        return f"run {self.run_id}: confusion of annotator {self.annotator_id}"
+
 
 class CommonConfusion(models.Model):
     run = models.OneToOneField(InferenceRun, on_delete=models.CASCADE, related_name="common_confusion")
     matrix = models.JSONField()
+
+    def __str__(self) -> str:
+        return f"run {self.run_id}: common confusion"
 
 
 class GeneratedAnnotation(models.Model):
@@ -150,3 +159,6 @@ class GeneratedAnnotation(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["run", "item"], name="generated_run_item_idx")]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id}: generated {self.label} on item {self.item_id}"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from crowdlab.projects.models import Item, Project
+from crowdlab.projects.models import Project
 from crowdlab.results.models import InferenceRun
 from tests.platform.factories import AnnotationFactory, UserFactory, publish_with_generated
 

@@ -103,8 +103,8 @@ def private_inference_queue() -> Any:
 def test_trigger_starts_a_run_on_the_nth_submit(
     hot_client_for: Any, project: Project, annotator: Any, private_inference_queue: str
 ) -> None:
-    from tests.platform.factories import UserFactory
     from crowdlab.projects.models import Membership
+    from tests.platform.factories import UserFactory
 
     n = 4
     Project.objects.filter(pk=project.pk).update(retrain_every_n=n, k=1)
@@ -229,8 +229,8 @@ def test_token_submit_without_the_callers_lease_falls_back_to_the_full_rules(
 ) -> None:
     """An item the caller holds no lease on (another member's, or none) is not
     written by the fast path; the DRF view then answers 403 (no lease) or 404."""
-    from tests.platform.factories import UserFactory
     from crowdlab.projects.models import Membership
+    from tests.platform.factories import UserFactory
 
     other = UserFactory(username="second-member")
     Membership.objects.create(project=project, user=other)

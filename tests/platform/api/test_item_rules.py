@@ -10,6 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+from rest_framework.test import APIClient
+
 from crowdlab.api.views.items import ItemUploadSerializer
 from crowdlab.projects.importing import (
     ImportValidationError,
@@ -17,9 +21,6 @@ from crowdlab.projects.importing import (
     items_import,
 )
 from crowdlab.projects.models import Item, Project
-from django.core.files.uploadedfile import SimpleUploadedFile
-from django.urls import reverse
-from rest_framework.test import APIClient
 
 # A PNG signature is enough: every case here fails on a field before the image is read.
 _PNG = b"\x89PNG\r\n\x1a\n"

@@ -5,11 +5,11 @@ from typing import Any
 
 import pytest
 
-from inference import make_model
 from crowdlab.labelling.models import Annotation
 from crowdlab.live import adapter
 from crowdlab.results.models import CommonConfusion, InferenceRun, RunStatus
 from crowdlab.results.services import run_claim, run_create, run_publish
+from inference import make_model
 
 ROLES_READ = {"anonymous": 401, "annotator": 403, "outsider": 404, "other_requester": 404, "owner": 200, "admin": 200}
 
@@ -22,7 +22,7 @@ def published(project: Any, annotator: Any, requester: Any) -> InferenceRun:
     second = UserFactory(username="second_annotator")
     items = list(project.items.order_by("id"))
     labels = ["cat", "dog", "bird", "cat", "dog"]
-    for item, label in zip(items, labels):
+    for item, label in zip(items, labels, strict=True):
         Annotation.objects.create(project=project, item=item, annotator=annotator, label=label)
     for item in items[:3]:
         Annotation.objects.create(project=project, item=item, annotator=second, label="cat")

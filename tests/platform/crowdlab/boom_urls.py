@@ -4,7 +4,8 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
-from crowdlab.urls import handler500, urlpatterns as site_urls
+from crowdlab.urls import handler500
+from crowdlab.urls import urlpatterns as site_urls
 
 __all__ = ["handler500", "urlpatterns"]
 

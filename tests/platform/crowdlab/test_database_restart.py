@@ -144,12 +144,12 @@ def server(cluster: Cluster) -> Iterator[dict[str, Any]]:
         "print(Token.objects.create(user=u).key)",
     ).strip().splitlines()[-1]
     port = _free_port()
-    log = open(cluster.root / "gunicorn.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "crowdlab.wsgi:application", "--chdir", str(REPO / "platform"),
-         "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "1", "--timeout", "60"],
-        env=_env(cluster), cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    with open(cluster.root / "gunicorn.log", "wb") as log:  # gunicorn keeps its own descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "crowdlab.wsgi:application", "--chdir", str(REPO / "platform"),
+             "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "1", "--timeout", "60"],
+            env=_env(cluster), cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90

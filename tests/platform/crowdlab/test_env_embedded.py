@@ -16,7 +16,7 @@ def test_unset_database_and_broker_mean_embedded(monkeypatch: pytest.MonkeyPatch
 
 def test_sqlite_is_refused_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("X_DATABASE_URL", "sqlite:///db.sqlite3")
-    with pytest.raises(ImproperlyConfigured, match="X_DATABASE_URL uses scheme 'sqlite'.*PostgreSQL only"):
+    with pytest.raises(ImproperlyConfigured, match=r"X_DATABASE_URL uses scheme 'sqlite'.*PostgreSQL only"):
         env_database("X_DATABASE_URL")
 
 

@@ -103,6 +103,8 @@ def test_the_missing_root_still_warns_where_it_means_no_static_files(tmp_path: P
             warnings.simplefilter("error")
             middleware = StaticFilesMiddleware(lambda request: None)
         assert "/static/js/label.js" in middleware.files  # served from the finders
-    with override_settings(STATIC_ROOT=missing, DEBUG=False, WHITENOISE_USE_FINDERS=False):
-        with pytest.warns(UserWarning, match="No directory at"):
-            StaticFilesMiddleware(lambda request: None)
+    with (
+        override_settings(STATIC_ROOT=missing, DEBUG=False, WHITENOISE_USE_FINDERS=False),
+        pytest.warns(UserWarning, match="No directory at"),
+    ):
+        StaticFilesMiddleware(lambda request: None)

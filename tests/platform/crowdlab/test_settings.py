@@ -87,10 +87,10 @@ def test_a_private_key_starts_and_debug_starts_without_one() -> None:
     assert _manage("check", env=_clean_env(DEBUG="1")).returncode == 0
 
 
-@pytest.mark.parametrize("key", PUBLISHED_KEYS + ["", "   "])
+@pytest.mark.parametrize("key", [*PUBLISHED_KEYS, "", "   "])
 def test_published_or_empty_keys_are_refused_with_debug_off(key: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SECRET_KEY", key)
-    with pytest.raises(ImproperlyConfigured, match="secrets.token_urlsafe"):
+    with pytest.raises(ImproperlyConfigured, match=r"secrets\.token_urlsafe"):
         env_secret_key("SECRET_KEY", debug=False)
 
 
@@ -161,5 +161,5 @@ def test_proxy_ssl_header_values(value: str, expected: Any, monkeypatch: pytest.
 
 def test_a_malformed_proxy_ssl_header_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SECURE_PROXY_SSL_HEADER", "X Forwarded Proto")
-    with pytest.raises(ImproperlyConfigured, match="SECURE_PROXY_SSL_HEADER=.*X-Forwarded-Proto"):
+    with pytest.raises(ImproperlyConfigured, match=r"SECURE_PROXY_SSL_HEADER=.*X-Forwarded-Proto"):
         env_proxy_ssl_header("SECURE_PROXY_SSL_HEADER")

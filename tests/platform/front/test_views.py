@@ -20,7 +20,6 @@ from crowdlab.projects.models import Item, Project
 from crowdlab.results.export import export_rows
 from crowdlab.results.models import InferenceRun, RunStatus
 from crowdlab.results.services import run_create
-
 from tests.platform.factories import image_bytes
 from tests.platform.front.crowds import SCENE_CLASSES, make_confused_crowd, run_now_synchronously
 
@@ -252,7 +251,7 @@ def scenes(scene_owner: Any) -> tuple[Project, Any, list[Any], InferenceRun]:
 
 
 def test_results_filters(scenes: Any, scene_owner: Any, web_client_for: Callable[..., Client]) -> None:
-    project, truth, annotators, run = scenes
+    project, _truth, _annotators, run = scenes
     client = web_client_for(scene_owner)
     url = reverse("front:results", args=[project.pk])
     everything = client.get(url)
@@ -287,12 +286,12 @@ def test_export_csv_matches_export_rows(scenes: Any, scene_owner: Any, web_clien
 
 
 def test_dashboard_shows_the_known_confusion(scenes: Any, scene_owner: Any, web_client_for: Callable[..., Client]) -> None:
-    project, truth, annotators, run = scenes
+    project, _truth, annotators, run = scenes
     client = web_client_for(scene_owner)
     response = client.get(reverse("front:dashboard", args=[project.pk]), {"sort": "learned_accuracy"})
     assert response.status_code == 200
     rows = response.context["rows"]
-    assert [row.username for row in rows][0] == "scenes_confuser"  # ascending: worst first
+    assert next(row.username for row in rows) == "scenes_confuser"  # ascending: worst first
     confuser = rows[0]
     assert confuser.n_annotations == 60 and confuser.gold_accuracy is not None
     assert confuser.learned_accuracy < min(row.learned_accuracy for row in rows[1:])
@@ -318,7 +317,7 @@ def test_dashboard_shows_the_known_confusion(scenes: Any, scene_owner: Any, web_
 def test_dashboard_run_history_says_how_each_run_was_fitted(
     scenes: Any, scene_owner: Any, web_client_for: Callable[..., Client]
 ) -> None:
-    project, truth, annotators, run = scenes
+    project, _truth, _annotators, run = scenes
     second = run_now_synchronously(project, params={"warm_min_annotations": 0})
     cold = run_create(project=project, cold=True)
     assert cold is not None
@@ -347,7 +346,7 @@ def test_conal_run_feeds_omega_histogram_and_learned_common_confusion(
     import torch
 
     torch.set_num_threads(1)
-    project, truth, annotators = make_confused_crowd(owner=scene_owner, n_items=60, model="conal", name="Conal")
+    project, _truth, annotators = make_confused_crowd(owner=scene_owner, n_items=60, model="conal", name="Conal")
     # Few epochs and a small classifier: this checks the pages, not CoNAL's quality.
     run = run_now_synchronously(project, params={"epochs": 15, "hidden": 16})
     client = web_client_for(scene_owner)

@@ -6,6 +6,7 @@ from typing import Any
 
 import grimp
 import pytest
+
 from crowdlab.labelling import hooks
 from crowdlab.labelling.services import (
     annotation_submit,

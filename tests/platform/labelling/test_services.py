@@ -4,6 +4,9 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.utils import timezone
+
 from crowdlab.labelling.models import (
     Annotation,
     AnnotationRevision,
@@ -20,9 +23,6 @@ from crowdlab.labelling.services import (
 )
 from crowdlab.projects.models import Item, Membership, Project
 from crowdlab.projects.services import membership_add
-from django.core.exceptions import PermissionDenied, ValidationError
-from django.utils import timezone
-
 from tests.platform.factories import (
     AnnotationFactory,
     ItemFactory,

@@ -26,7 +26,7 @@ from crowdlab.celery import app as celery_app
 from crowdlab.labelling.models import Annotation
 from crowdlab.projects.models import Item, ItemKind, Membership, Project
 from crowdlab.projects.roles import make_requester
-from crowdlab.results.models import InferenceRun, RunStatus
+from crowdlab.results.models import InferenceRun
 from tests.brokers import TEST_BROKER_URL, session_queue
 from tests.platform.factories import UserFactory
 
@@ -77,17 +77,17 @@ class Worker:
         return env
 
     def start(self) -> None:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "crowdlab", "worker", "-Q", QUEUE, "--concurrency", "1",
-             "-P", "prefork", "-n", self.name, "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-             "--without-heartbeat"],
-            cwd=REPO / "platform",
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # own process group: SIGKILL reaches the pool child too
-        )
+        with open(self.log_path, "ab") as log:  # the worker keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "crowdlab", "worker", "-Q", QUEUE, "--concurrency", "1",
+                 "-P", "prefork", "-n", self.name, "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+                 "--without-heartbeat"],
+                cwd=REPO / "platform",
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group: SIGKILL reaches the pool child too
+            )
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 90.0) -> None:

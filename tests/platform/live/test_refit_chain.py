@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from django.db.models import Max
 
-from inference import make_model
-from inference.metrics import expected_calibration_error
 from crowdlab.labelling.models import Annotation
 from crowdlab.live import adapter
 from crowdlab.live.services import _model_params
 from crowdlab.projects.models import Item, ItemKind, Membership, Project
 from crowdlab.results.models import AggregatedLabel, FitMode, InferenceRun, RunStatus
+from inference import make_model
+from inference.metrics import expected_calibration_error
 from tests.platform.factories import UserFactory
 
 from .conftest import CLASSES, Worker, wait_for

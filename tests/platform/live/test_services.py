@@ -10,7 +10,14 @@ import torch
 from crowdlab.labelling.models import Annotation
 from crowdlab.live import adapter
 from crowdlab.live.services import run_execute
-from crowdlab.results.models import AggregatedLabel, AnnotatorConfusion, CommonConfusion, InferenceRun, LabelSource, RunStatus
+from crowdlab.results.models import (
+    AggregatedLabel,
+    AnnotatorConfusion,
+    CommonConfusion,
+    InferenceRun,
+    LabelSource,
+    RunStatus,
+)
 from crowdlab.results.selectors import latest_published_run
 from crowdlab.results.services import run_create
 
@@ -30,7 +37,7 @@ def _accuracy(project: Any, truth: np.ndarray, items: list[Any]) -> float:
 
 
 def test_snapshot_reads_every_item_and_annotation(live_owner: Any) -> None:
-    project, truth, annotators, items = make_crowd_project(owner=live_owner, n_items=30, n_unlabelled=5)
+    project, _truth, _annotators, _items = make_crowd_project(owner=live_owner, n_items=30, n_unlabelled=5)
     snap = adapter.read_snapshot(project_id=project.pk)
     data = snap.data
     assert data.n_items == 35  # unlabelled items included
@@ -131,7 +138,7 @@ def test_no_annotations_fails_readably(live_owner: Any) -> None:
 
 
 def test_single_class_crowd_fails_readably(live_owner: Any) -> None:
-    project, truth, annotators, items = make_crowd_project(owner=live_owner, n_items=10)
+    project, _truth, _annotators, _items = make_crowd_project(owner=live_owner, n_items=10)
     Annotation.objects.filter(project=project).update(label="cat")
     run = run_create(project=project)
     assert run is not None
@@ -172,7 +179,7 @@ def test_labels_that_are_not_classes_fail_readably(live_owner: Any) -> None:
 def test_numeric_features_round_trip_and_bad_vectors_fail_readably(live_owner: Any) -> None:
     from crowdlab.projects.models import Item
 
-    project, truth, annotators, items = make_crowd_project(owner=live_owner, n_items=8, features=True)
+    project, _truth, _annotators, items = make_crowd_project(owner=live_owner, n_items=8, features=True)
     snap = adapter.read_snapshot(project_id=project.pk)
     assert snap.feature_kind == "numeric" and snap.data.features is not None
     raw = np.asarray([it.features for it in Item.objects.filter(project=project).order_by("id")])
@@ -186,7 +193,7 @@ def test_numeric_features_round_trip_and_bad_vectors_fail_readably(live_owner: A
 def test_numeric_feature_cache_follows_changes(live_owner: Any) -> None:
     from crowdlab.projects.models import Item
 
-    project, truth, annotators, items = make_crowd_project(owner=live_owner, n_items=6, features=True)
+    project, _truth, _annotators, items = make_crowd_project(owner=live_owner, n_items=6, features=True)
     first = adapter.read_snapshot(project_id=project.pk).data.features
     again = adapter.read_snapshot(project_id=project.pk).data.features
     assert first is not None and again is not None and np.array_equal(first, again)

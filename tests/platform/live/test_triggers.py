@@ -37,7 +37,7 @@ def _one_class_project(owner: Any, **kwargs: Any) -> tuple[Any, list[Any], list[
 
 
 def test_a_project_that_cannot_be_trained_stops_retrying_until_new_labels(live_owner: Any) -> None:
-    project, annotators, items = _one_class_project(live_owner, retrain_every_n=10_000)
+    project, _annotators, items = _one_class_project(live_owner, retrain_every_n=10_000)
     project.retrain_every_minutes = 5
     project.save(update_fields=["retrain_every_minutes"])
     _age(project)
@@ -92,7 +92,7 @@ def _new_member(project: Any, username: str) -> Any:
 
 
 def test_the_threshold_backs_off_too(live_owner: Any) -> None:
-    project, annotators, items = _one_class_project(live_owner, retrain_every_n=3)
+    project, _annotators, items = _one_class_project(live_owner, retrain_every_n=3)
     run = notify_new_annotations(project.pk)
     assert run is not None and run.trigger == RunTrigger.THRESHOLD
     assert run_execute(run_id=run.pk) == RunStatus.FAILED
@@ -129,7 +129,7 @@ def test_failures_that_say_nothing_about_the_data_do_not_hold_automatic_runs(liv
 
 
 def test_a_cancelled_run_holds_automatic_runs_until_new_labels(live_owner: Any) -> None:
-    project, _truth, annotators, items = make_crowd_project(owner=live_owner, n_items=8, retrain_every_n=5)
+    project, _truth, _annotators, _items = make_crowd_project(owner=live_owner, n_items=8, retrain_every_n=5)
     run = notify_new_annotations(project.pk)
     assert run is not None
     run_cancel(run=run, cancelled_by=live_owner)
@@ -167,7 +167,7 @@ def test_every_worker_fails_stale_runs_whatever_their_node(live_owner: Any) -> N
 
 def test_a_warm_result_is_replaced_by_a_cold_refit_once_the_labels_settle(live_owner: Any, settings: Any) -> None:
     settings.INFERENCE_SETTLE_AFTER_S = 60
-    project, _truth, annotators, items = make_crowd_project(owner=live_owner, n_items=30, retrain_every_n=10_000)
+    project, _truth, _annotators, _items = make_crowd_project(owner=live_owner, n_items=30, retrain_every_n=10_000)
     first = request_run(project=project)
     assert first is not None and run_execute(run_id=first.pk) == RunStatus.PUBLISHED
     warm = request_run(project=project, params={"warm_min_annotations": 0})
@@ -192,7 +192,7 @@ def test_a_warm_result_is_replaced_by_a_cold_refit_once_the_labels_settle(live_o
 
 def test_settling_waits_for_quiet_labels_and_is_not_retried_after_a_failure(live_owner: Any, settings: Any) -> None:
     settings.INFERENCE_SETTLE_AFTER_S = 0
-    project, _truth, annotators, items = make_crowd_project(owner=live_owner, n_items=30, retrain_every_n=10_000)
+    project, _truth, _annotators, items = make_crowd_project(owner=live_owner, n_items=30, retrain_every_n=10_000)
     first = request_run(project=project)
     assert first is not None and run_execute(run_id=first.pk) == RunStatus.PUBLISHED
     warm = request_run(project=project, params={"warm_min_annotations": 0})

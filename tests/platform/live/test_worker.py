@@ -43,7 +43,7 @@ def test_threshold_trigger_through_the_api_publishes_correct_labels(
     # One sloppy annotator (right half the time) labelled everything already;
     # two careful ones then label every item through the API.
     n_items = 30
-    project, truth, annotators, items = make_crowd_project(
+    project, truth, _annotators, items = make_crowd_project(
         owner=live_owner, n_items=n_items, accuracy=(0.5,), retrain_every_n=2 * n_items, name="Trigger crowd"
     )
     owner = client_for(live_owner)
@@ -53,8 +53,8 @@ def test_threshold_trigger_through_the_api_publishes_correct_labels(
     before = _api_labels(owner, project)
     assert len(before) == n_items
 
-    from tests.platform.factories import UserFactory
     from crowdlab.projects.models import Membership
+    from tests.platform.factories import UserFactory
 
     careful = [UserFactory(username=f"careful{r}") for r in range(2)]
     for user in careful:
@@ -97,7 +97,7 @@ def test_threshold_trigger_through_the_api_publishes_correct_labels(
 def test_worker_killed_mid_run_keeps_published_results_and_restart_recovers(
     live_worker: Worker, live_owner: Any, client_for: Any
 ) -> None:
-    project, truth, annotators, items = make_crowd_project(owner=live_owner, n_items=40, name="Kill crowd")
+    project, _truth, _annotators, _items = make_crowd_project(owner=live_owner, n_items=40, name="Kill crowd")
     owner = client_for(live_owner)
     first = owner.post(f"/api/projects/{project.pk}/runs/", {}, format="json").json()
     wait_run(first["id"], (RunStatus.PUBLISHED,), timeout=90)

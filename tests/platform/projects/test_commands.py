@@ -41,7 +41,7 @@ def _generate_crowd(directory: Path, *, n_items: int = 40, n_workers: int = 6, s
     with (directory / "gold.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["item", "label"])
-        writer.writerows((item, CLASSES[label]) for item, label in zip(items, truth))
+        writer.writerows((item, CLASSES[label]) for item, label in zip(items, truth, strict=True))
     if texts:
         with (directory / "texts.csv").open("w", newline="") as handle:
             writer = csv.writer(handle)

@@ -3,6 +3,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.core.exceptions import ValidationError
+
 from crowdlab.projects.models import Membership, Project
 from crowdlab.projects.services import (
     membership_add,
@@ -10,8 +12,6 @@ from crowdlab.projects.services import (
     project_delete,
     project_update,
 )
-from django.core.exceptions import ValidationError
-
 from tests.platform.factories import AnnotationFactory
 
 pytestmark = pytest.mark.django_db

@@ -16,13 +16,12 @@ from django.db.models import Sum
 from django.test import Client
 
 from crowdlab.labelling.models import Annotation
-from crowdlab.results.selectors import annotator_statistics
 from crowdlab.live.services import run_execute
 from crowdlab.live.triggers import new_annotations_count
 from crowdlab.projects.models import Item, Membership, Project
 from crowdlab.results.export import export_rows, export_stream, render_export
 from crowdlab.results.models import GeneratedAnnotation, InferenceRun, RunStatus
-from crowdlab.results.selectors import generated_for_item, generated_for_run, latest_published_run
+from crowdlab.results.selectors import annotator_statistics, generated_for_item, generated_for_run
 from crowdlab.results.services import run_create, runs_purge_old
 from tests.platform.factories import AnnotationFactory, UserFactory, publish_with_generated
 

@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from inference import make_model
 from crowdlab.live import adapter
 from crowdlab.live.triggers import sweep
 from crowdlab.results.models import AggregatedLabel, AnnotatorConfusion, InferenceRun, RunStatus, RunTrigger
@@ -22,7 +21,7 @@ from crowdlab.results.services import (
     runs_fail_stale,
     runs_purge_old,
 )
-
+from inference import make_model
 from tests.platform.live.conftest import make_crowd_project
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -114,7 +113,7 @@ def test_restarted_worker_fails_only_its_own_runs(requester: Any) -> None:
 
 
 def test_publish_writes_all_rows_in_one_go(requester: Any) -> None:
-    project, truth, annotators, items = make_crowd_project(owner=requester, n_items=25)
+    project, _truth, annotators, _items = make_crowd_project(owner=requester, n_items=25)
     run = _publish(project)
     assert run.status == RunStatus.PUBLISHED and run.published_at is not None
     rows = AggregatedLabel.objects.filter(run=run)

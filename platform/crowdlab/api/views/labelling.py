@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 from crowdlab.labelling import selectors as labelling_selectors
 from crowdlab.labelling import services as labelling_services
 from crowdlab.labelling.models import Annotation
+from crowdlab.projects.roles import signed_in
 
 from .. import payloads
 from ..authentication import FastTokenAuthentication
@@ -54,7 +55,7 @@ class NextTaskView(ProjectScopedMixin, APIView):
     permission_classes = [IsProjectMember]
 
     def post(self, request: Request, project_pk: int) -> Response:
-        assignment = labelling_services.next_task(project=self.project, annotator=request.user)
+        assignment = labelling_services.next_task(project=self.project, annotator=signed_in(request.user))
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         if assignment.item.image:
@@ -74,12 +75,12 @@ class SkipView(ProjectScopedMixin, APIView):
 
     def post(self, request: Request, project_pk: int, assignment_id: int) -> Response:
         assignment = labelling_selectors.assignment_get_own(
-            user=request.user, project=self.project, assignment_id=assignment_id
+            user=signed_in(request.user), project=self.project, assignment_id=assignment_id
         )
         if assignment is None:
             raise Http404("You hold no such assignment in this project.")
         with service_errors():
-            assignment = labelling_services.assignment_skip(assignment=assignment, annotator=request.user)
+            assignment = labelling_services.assignment_skip(assignment=assignment, annotator=signed_in(request.user))
         return Response(TaskSerializer(assignment, context={"request": request}).data)
 
 
@@ -121,7 +122,7 @@ class AnnotationListView(ProjectScopedMixin, generics.ListAPIView):
     def get_queryset(self) -> QuerySet[Annotation]:
         if getattr(self, "swagger_fake_view", False):
             return Annotation.objects.none()
-        return labelling_selectors.annotations_visible_to(user=self.request.user, project=self.project)
+        return labelling_selectors.annotations_visible_to(user=signed_in(self.request.user), project=self.project)
 
     def post(self, request: Request, project_pk: int) -> Response:
         data = payloads.plain_submit(request.data)
@@ -136,7 +137,7 @@ class AnnotationListView(ProjectScopedMixin, generics.ListAPIView):
             fast = labelling_services.annotation_submit_leased(
                 project=self.project,
                 external_id=data["item"],
-                annotator=request.user,
+                annotator=signed_in(request.user),
                 label=data["label"],
                 time_spent_ms=data.get("time_spent_ms"),
             )
@@ -149,12 +150,12 @@ class AnnotationListView(ProjectScopedMixin, generics.ListAPIView):
         try:
             with service_errors():
                 annotation = labelling_services.annotation_submit(
-                    item=item, annotator=request.user, label=data["label"], time_spent_ms=data.get("time_spent_ms")
+                    item=item, annotator=signed_in(request.user), label=data["label"], time_spent_ms=data.get("time_spent_ms")
                 )
         except labelling_services.AnnotationConflict as error:
             return _conflict(error)
         annotation.item = item
-        annotation.annotator = request.user
+        annotation.annotator = signed_in(request.user)
         code = status.HTTP_201_CREATED if annotation.was_created else status.HTTP_200_OK
         return Response(AnnotationSerializer(annotation).data, status=code)
 
@@ -172,7 +173,7 @@ class AnnotationDetailView(ProjectScopedMixin, APIView):
 
     def _get(self, request: Request, annotation_id: int) -> Annotation:
         annotation = (
-            labelling_selectors.annotations_visible_to(user=request.user, project=self.project)
+            labelling_selectors.annotations_visible_to(user=signed_in(request.user), project=self.project)
             .prefetch_related("revisions")
             .filter(pk=annotation_id)
             .first()

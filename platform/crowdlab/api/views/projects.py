@@ -26,7 +26,7 @@ from crowdlab.labelling import services as labelling_services
 from crowdlab.projects import selectors as project_selectors
 from crowdlab.projects import services as project_services
 from crowdlab.projects.models import Membership, Project
-from crowdlab.projects.roles import can_manage_project
+from crowdlab.projects.roles import can_manage_project, signed_in
 
 from ..filters import ProjectFilter
 from ..permissions import IsProjectOwnerOrAdmin, IsRequester, ProjectScopedMixin
@@ -111,7 +111,7 @@ class ProjectViewSet(viewsets.ModelViewSet):
         serializer.is_valid(raise_exception=True)
         fields = _project_payload(serializer)
         with service_errors():
-            project = project_services.project_create(owner=request.user, **fields)
+            project = project_services.project_create(owner=signed_in(request.user), **fields)
         project = self.get_queryset().get(pk=project.pk)
         return Response(self._represent(project), status=status.HTTP_201_CREATED)
 

@@ -150,8 +150,8 @@ def parse_upload(stream: IO[bytes] | IO[str] | bytes | str, fmt: str) -> Iterato
     number = 0
     # JSONL lines end at "\n" (or "\r\n") only: str.splitlines also splits at
     # U+2028, U+2029 and U+0085, which JSON strings may hold unescaped.
-    for line in text.split("\n"):
-        line = line.removesuffix("\r")
+    for raw_line in text.split("\n"):
+        line = raw_line.removesuffix("\r")
         if not line.strip():
             continue
         number += 1
@@ -200,7 +200,7 @@ def _parse_csv(stream: IO[bytes] | IO[str] | bytes | str) -> Iterator[tuple[int,
             if len(values) != width:
                 yield number, Unparseable(f"has {len(values)} columns; the header has {width}.")
                 continue
-            yield number, CsvRow(zip(header, values))
+            yield number, CsvRow(zip(header, values, strict=True))
     except csv.Error as exc:
         raise ImportValidationError([RowError(None, None, f"unreadable CSV: {exc}.")]) from None
 

@@ -26,13 +26,13 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, transaction
 
-from crowdlab.processes import run_services
-from inference.synthetic import make_synthetic_crowd
 from crowdlab.labelling.importing import crowd_import
+from crowdlab.processes import run_services
 from crowdlab.projects.importing import items_import
 from crowdlab.projects.models import Membership, Project
 from crowdlab.projects.roles import make_requester
 from crowdlab.projects.services import membership_add, project_create
+from inference.synthetic import make_synthetic_crowd
 
 PROJECT_NAME = "Demo: which animal is it?"
 CLASSES = ["cat", "dog", "bird", "horse"]
@@ -77,7 +77,7 @@ def _generate_crowd(*, n_items: int, n_workers: int, seed: int) -> tuple[np.ndar
         seed=seed,
     )
     data = crowd.data
-    triples = list(zip(data.item_idx.tolist(), data.annotator_idx.tolist(), data.label_idx.tolist()))
+    triples = list(zip(data.item_idx.tolist(), data.annotator_idx.tolist(), data.label_idx.tolist(), strict=True))
     return np.asarray(crowd.true_labels), np.asarray(data.features, dtype=float), triples
 
 

@@ -18,8 +18,8 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from crowdlab.projects.importing import ImportValidationError
 from crowdlab.labelling.datasets import dataset_classes, dataset_import
+from crowdlab.projects.importing import ImportValidationError
 from crowdlab.projects.models import Project
 from crowdlab.projects.roles import make_requester
 from crowdlab.projects.services import project_create
