@@ -1,4 +1,5 @@
 """Helpers for the aggregation benchmark: dataset loading, memory sampling, two-stage baseline."""
+
 from __future__ import annotations
 
 import csv
@@ -127,8 +128,16 @@ class TwoStageClassifier:
     with CoNAL's optimiser, learning rate, weight decay (the same data-shape rule when
     ``weight_decay`` is None) and step budget."""
 
-    def __init__(self, *, hidden: int = 128, dropout: float = 0.5, lr: float = 0.01,
-                 weight_decay: float | None = None, target_steps: int = 400, seed: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        hidden: int = 128,
+        dropout: float = 0.5,
+        lr: float = 0.01,
+        weight_decay: float | None = None,
+        target_steps: int = 400,
+        seed: int = 0,
+    ) -> None:
         self.hidden, self.dropout, self.lr, self.weight_decay = hidden, dropout, lr, weight_decay
         self.target_steps, self.seed = target_steps, seed
 
@@ -140,8 +149,11 @@ class TwoStageClassifier:
         xt = torch.from_numpy((x - self.mean_) / self.scale_)
         yt = torch.from_numpy(np.asarray(labels, np.int64))
         self.net_ = nn.Sequential(
-            nn.Linear(x.shape[1], self.hidden), nn.BatchNorm1d(self.hidden), nn.ReLU(),
-            nn.Dropout(self.dropout), nn.Linear(self.hidden, n_classes),
+            nn.Linear(x.shape[1], self.hidden),
+            nn.BatchNorm1d(self.hidden),
+            nn.ReLU(),
+            nn.Dropout(self.dropout),
+            nn.Linear(self.hidden, n_classes),
         )
         wd = weight_decay_rule(x.shape[1], len(x)) if self.weight_decay is None else float(self.weight_decay)
         opt = torch.optim.Adam(self.net_.parameters(), lr=self.lr, weight_decay=wd)

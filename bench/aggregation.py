@@ -7,6 +7,7 @@ Every crowd runs all methods in the same process (torch limited to one thread, s
 the benchmark machine's 2 cores are shared). The scale part runs each method in its own
 subprocess so that its peak RSS (resource.getrusage) is its own.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,7 @@ SYNTHETIC_TYPES = ("asymmetric", "symmetric")
 # strength 0.6 (the generator's default), the paper's share sweep (strength 0.4, "when
 # studying the influence of the proportion of common noise") and its strength sweep
 # (0.4-0.8 at share 0.5).
-SYNTHETIC_SETTINGS = ((0.6, 0.0), (0.6, 0.3), (0.6, 0.5), (0.6, 0.7),
-                      (0.4, 0.3), (0.4, 0.5), (0.4, 0.7), (0.8, 0.5))
+SYNTHETIC_SETTINGS = ((0.6, 0.0), (0.6, 0.3), (0.6, 0.5), (0.6, 0.7), (0.4, 0.3), (0.4, 0.5), (0.4, 0.7), (0.8, 0.5))
 #: The generator's default setting: the one synthetic crowd ``--no-features`` copies.
 DEFAULT_SYNTHETIC = ("asymmetric", 0.6, 0.5)
 
@@ -78,9 +78,18 @@ def run_crowd(crowd: Crowd, seed: int) -> list[Row]:
     rows: list[Row] = []
 
     def add(method: str, m: Any, labels: np.ndarray | None, **extra: Any) -> None:
-        rows.append({"crowd": crowd.name, "seed": seed, "method": method,
-                     "acc": None if labels is None else accuracy(labels, gold), "seconds": m.seconds, "cpu": m.cpu_seconds,
-                     "mem_mb": m.peak_rss_delta / 2**20, **extra})
+        rows.append(
+            {
+                "crowd": crowd.name,
+                "seed": seed,
+                "method": method,
+                "acc": None if labels is None else accuracy(labels, gold),
+                "seconds": m.seconds,
+                "cpu": m.cpu_seconds,
+                "mem_mb": m.peak_rss_delta / 2**20,
+                **extra,
+            }
+        )
 
     mv = measure(lambda: MajorityVote().fit(data))
     add("MV (ours)", mv, mv.value.labels_)
@@ -153,8 +162,9 @@ def _paired_class(common: np.ndarray) -> np.ndarray:
 def without_features(crowd: Crowd) -> Crowd:
     """The same crowd with no item features (and so no test split): CoNAL then learns a
     per-item embedding, and the issue asks it to do no worse than Dawid–Skene there."""
-    return Crowd(f"{crowd.name} (no features)", dataclasses.replace(crowd.data, features=None), crowd.gold,
-                 truth=crowd.truth)
+    return Crowd(
+        f"{crowd.name} (no features)", dataclasses.replace(crowd.data, features=None), crowd.gold, truth=crowd.truth
+    )
 
 
 def synthetic_crowds(seed: int) -> list[Crowd]:
@@ -162,8 +172,16 @@ def synthetic_crowds(seed: int) -> list[Crowd]:
     for kind in SYNTHETIC_TYPES:
         for strength, share in SYNTHETIC_SETTINGS:
             s = make_synthetic_crowd(common_type=kind, common_share=share, common_strength=strength, seed=seed)
-            out.append(Crowd(_synthetic_name(kind, strength, share), s.data, s.true_labels,
-                             s.test_features, s.test_labels, truth=s))
+            out.append(
+                Crowd(
+                    _synthetic_name(kind, strength, share),
+                    s.data,
+                    s.true_labels,
+                    s.test_features,
+                    s.test_labels,
+                    truth=s,
+                )
+            )
     return out
 
 
@@ -172,8 +190,17 @@ def _synthetic_name(kind: str, strength: float, share: float) -> str:
 
 
 # ---------------------------------------------------------------------- scale
-SCALE = dict(n_items=300_000, n_test=1000, n_annotators=1000, n_classes=10, n_features=32,
-             labels_per_item=1_000_000 / 300_000, activity="zipf", activity_skew=1.0, seed=0)
+SCALE = dict(
+    n_items=300_000,
+    n_test=1000,
+    n_annotators=1000,
+    n_classes=10,
+    n_features=32,
+    labels_per_item=1_000_000 / 300_000,
+    activity="zipf",
+    activity_skew=1.0,
+    seed=0,
+)
 
 
 def _maxrss_mb() -> float:
@@ -219,10 +246,13 @@ def scale_worker(method: str) -> dict[str, Any]:
         noisy = rng.random(len(items)) < 0.3
         lab = np.where(noisy, rng.integers(0, data.n_classes, size=len(items)), z)
         grown = CrowdData(
-            items=data.items, annotators=(*data.annotators, "newcomer"), classes=data.classes,
+            items=data.items,
+            annotators=(*data.annotators, "newcomer"),
+            classes=data.classes,
             item_idx=np.concatenate([data.item_idx, items]),
             annotator_idx=np.concatenate([data.annotator_idx, ann]),
-            label_idx=np.concatenate([data.label_idx, lab]), features=data.features,
+            label_idx=np.concatenate([data.label_idx, lab]),
+            features=data.features,
         )
         t1, c1 = time.perf_counter(), time.process_time()
         warm = CoNAL(seed=0).fit(grown, init=model)
@@ -280,8 +310,10 @@ def detail_table(rows: list[Row]) -> str:
     groups: dict[tuple[str, str], list[Row]] = defaultdict(list)
     for r in rows:
         groups[(r["crowd"], r["method"])].append(r)
-    lines = ["| crowd | method | aggregated acc % | test acc % | common MAE | individual MAE | fit s (wall) | fit s (CPU) | peak RSS Δ MB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| crowd | method | aggregated acc % | test acc % | common MAE | individual MAE | fit s (wall) | fit s (CPU) | peak RSS Δ MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for (crowd, method), rs in groups.items():
         test = [r.get("test_acc") for r in rs if r.get("test_acc") is not None]
         cm = [r["common_mae"] for r in rs if "common_mae" in r]
@@ -320,26 +352,37 @@ def synthetic_summary(rows: list[Row]) -> str:
     if not by:
         return ""
     methods = list(next(iter(by.values())).keys())
-    head = "| setting | " + " | ".join(methods) + " | CoNAL post − best peer | common MAE | CoNAL post with the common pairs swapped |"
+    head = (
+        "| setting | "
+        + " | ".join(methods)
+        + " | CoNAL post − best peer | common MAE | CoNAL post with the common pairs swapped |"
+    )
     lines = [head, "|" + "---|" * (len(methods) + 4)]
     for crowd, accs in by.items():
         means = {m: float(np.mean(v)) for m, v in accs.items()}
         peer = max(v for m, v in means.items() if m not in OURS or m in ("MV (ours)", "DS (ours)"))
         diff = 100 * (means[CONAL_POST] - peer)
-        lines.append(f"| {crowd} | " + " | ".join(f"{100 * means[m]:.1f}" for m in methods)
-                     + f" | {diff:+.1f} | {np.mean(mae[crowd]):.3f} | "
-                     + (f"{100 * np.mean(swapped[crowd]):.1f} |" if swapped.get(crowd) else "– |"))
+        lines.append(
+            f"| {crowd} | "
+            + " | ".join(f"{100 * means[m]:.1f}" for m in methods)
+            + f" | {diff:+.1f} | {np.mean(mae[crowd]):.3f} | "
+            + (f"{100 * np.mean(swapped[crowd]):.1f} |" if swapped.get(crowd) else "– |")
+        )
     return "\n".join(lines)
 
 
 def scale_table(results: list[dict[str, Any]]) -> str:
-    lines = ["| method | annotations | fit s (wall) | fit s (CPU) | peak RSS MB (whole process) | RSS MB after generating the crowd | accuracy % |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | annotations | fit s (wall) | fit s (CPU) | peak RSS MB (whole process) | RSS MB after generating the crowd | accuracy % |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         if "error" in r:
             lines.append(f"| {r['method']} | – | {r['error']} | – | – | – | – |")
             continue
-        lines.append(f"| {r['method']} | {r['annotations']:,} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | {r['peak_rss_mb']:.0f} | {r['rss_after_generation_mb']:.0f} | {100 * r['acc']:.1f} |")
+        lines.append(
+            f"| {r['method']} | {r['annotations']:,} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | {r['peak_rss_mb']:.0f} | {r['rss_after_generation_mb']:.0f} | {100 * r['acc']:.1f} |"
+        )
     for r in results:
         if r.get("warm_seconds") is not None:
             lines.append("")
@@ -369,9 +412,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sentiment", type=Path)
     p.add_argument("--synthetic", action="store_true")
     p.add_argument("--scale", action="store_true")
-    p.add_argument("--no-features", action="store_true",
-                   help="also run a copy of each crowd without its item features (per-item embeddings; "
-                   "with --synthetic, of the default setting: asymmetric, strength 0.6, share 0.5)")
+    p.add_argument(
+        "--no-features",
+        action="store_true",
+        help="also run a copy of each crowd without its item features (per-item embeddings; "
+        "with --synthetic, of the default setting: asymmetric, strength 0.6, share 0.5)",
+    )
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--out", type=Path)
     p.add_argument("--scale-worker", choices=("conal", "ds", "crowdkit-ds"), help=argparse.SUPPRESS)
@@ -391,8 +437,11 @@ def main(argv: list[str] | None = None) -> int:
     for seed in range(args.seeds):
         crowds: list[Crowd] = list(real) + (synthetic_crowds(seed) if args.synthetic else [])
         if args.no_features:
-            crowds += [without_features(c) for c in crowds
-                       if not c.name.startswith("synthetic") or c.name == _synthetic_name(*DEFAULT_SYNTHETIC)]
+            crowds += [
+                without_features(c)
+                for c in crowds
+                if not c.name.startswith("synthetic") or c.name == _synthetic_name(*DEFAULT_SYNTHETIC)
+            ]
         for crowd in crowds:
             t = time.perf_counter()
             rows.extend(run_crowd(crowd, seed))
@@ -405,8 +454,12 @@ def main(argv: list[str] | None = None) -> int:
         if summ:
             parts += ["### Synthetic crowds: aggregated accuracy % (mean over seeds)", "", summ, ""]
     if args.scale:
-        parts += ["### Scale: 1,000,000 annotations (300k items, 1k annotators, 10 classes, 32-d)", "",
-                  scale_table(run_scale()), ""]
+        parts += [
+            "### Scale: 1,000,000 annotations (300k items, 1k annotators, 10 classes, 32-d)",
+            "",
+            scale_table(run_scale()),
+            "",
+        ]
     text = "\n".join(parts)
     print(text)
     if args.out:

@@ -18,6 +18,7 @@ Usage::
     .venv/bin/python -m bench.chain --crowd labelme=../shared/datasets/labelme --model conal --batches 12
     .venv/bin/python -m bench.chain --crowd synthetic --model conal --param warm_epochs=20   # a variant
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,15 @@ from inference.models import MODELS
 #: The issue's live crowd: 800 items, 16 features, 6 classes, 40 annotators, k = 3; the
 #: strengths give majority vote 0.72 and a cold CoNAL fit 0.97, as in the issue's report.
 SYNTHETIC = dict(
-    n_items=800, n_test=10, n_annotators=40, n_classes=6, n_features=16, labels_per_item=3,
-    class_sep=0.7, individual_strength=0.3, common_share=0.3,
+    n_items=800,
+    n_test=10,
+    n_annotators=40,
+    n_classes=6,
+    n_features=16,
+    labels_per_item=3,
+    class_sep=0.7,
+    individual_strength=0.3,
+    common_share=0.3,
 )
 
 
@@ -83,8 +91,13 @@ def load_chain_crowd(spec: str, seed: int = 0) -> ChainCrowd:
 
 def _replace(data: CrowdData, **changes: Any) -> CrowdData:
     fields = dict(
-        items=data.items, annotators=data.annotators, classes=data.classes, item_idx=data.item_idx,
-        annotator_idx=data.annotator_idx, label_idx=data.label_idx, features=data.features,
+        items=data.items,
+        annotators=data.annotators,
+        classes=data.classes,
+        item_idx=data.item_idx,
+        annotator_idx=data.annotator_idx,
+        label_idx=data.label_idx,
+        features=data.features,
         annotator_features=data.annotator_features,
     )
     fields.update(changes)
@@ -190,7 +203,10 @@ def run_chain(
             init = MODELS[model_name].loads(previous.dumps())
         model, secs = fit(model_name, snap, params, init)
         rec: dict[str, Any] = {
-            "batch": b + 1, "n_annotations": end, "seconds": secs, "n_epochs": int(model.n_epochs_),
+            "batch": b + 1,
+            "n_annotations": end,
+            "seconds": secs,
+            "n_epochs": int(model.n_epochs_),
             "mode": getattr(model, "fit_mode_", "warm" if init is not None else "cold"),
             "reason": getattr(model, "fit_reason_", ""),
             **{f"chain_{k}": v for k, v in score(model, snap, crowd.gold).items()},
@@ -234,16 +250,24 @@ def growth_sweep(
             if n1 > data.n_annotations:
                 continue
             snap = prefix(data, arrival, n1)
-            warm, warm_s = fit(model_name, snap, {**params, **force},
-                               MODELS[model_name].loads(blob))
+            warm, warm_s = fit(model_name, snap, {**params, **force}, MODELS[model_name].loads(blob))
             cold, cold_s = fit(model_name, snap, params)
             w, c = score(warm, snap, crowd.gold), score(cold, snap, crowd.gold)
-            out.append({
-                "anchor": anchor, "growth": g, "n0": n0, "n1": n1, "warm_mode": warm.fit_mode_,
-                "d_acc": 100 * (w["accuracy"] - c["accuracy"]), "d_ece": w["ece"] - c["ece"],
-                "warm_accuracy": w["accuracy"], "cold_accuracy": c["accuracy"],
-                "warm_seconds": warm_s, "cold_seconds": cold_s,
-            })
+            out.append(
+                {
+                    "anchor": anchor,
+                    "growth": g,
+                    "n0": n0,
+                    "n1": n1,
+                    "warm_mode": warm.fit_mode_,
+                    "d_acc": 100 * (w["accuracy"] - c["accuracy"]),
+                    "d_ece": w["ece"] - c["ece"],
+                    "warm_accuracy": w["accuracy"],
+                    "cold_accuracy": c["accuracy"],
+                    "warm_seconds": warm_s,
+                    "cold_seconds": cold_s,
+                }
+            )
     return out
 
 
@@ -284,7 +308,8 @@ def table(records: list[dict[str, Any]], title: str) -> str:
             + (f"{100 * r['cold_accuracy']:.2f} | {d_acc:+.2f} | " if has_cold else "– | – | ")
             + f"{r['chain_ece']:.4f} | "
             + (f"{r['cold_ece']:.4f} | {d_ece:+.4f} | " if has_cold else "– | – | ")
-            + f"{r['seconds']:.2f} | " + (f"{r['cold_seconds']:.2f} |" if has_cold else "– |")
+            + f"{r['seconds']:.2f} | "
+            + (f"{r['cold_seconds']:.2f} |" if has_cold else "– |")
         )
     return "\n".join(lines)
 
@@ -328,15 +353,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 model_params = {k: v for k, v in params.items() if k in fields}
                 if growths:
                     rows = growth_sweep(
-                        crowd, model_name, growths=growths, anchors=[float(a) for a in args.anchors.split(",")],
-                        order=args.order, seed=seed, params=model_params,
+                        crowd,
+                        model_name,
+                        growths=growths,
+                        anchors=[float(a) for a in args.anchors.split(",")],
+                        order=args.order,
+                        seed=seed,
+                        params=model_params,
                     )
                     everything += [{"crowd": crowd.name, "model": model_name, "seed": seed, **r} for r in rows]
                     print(growth_table(everything), flush=True)
                     continue
                 records = run_chain(
-                    crowd, model_name, n_batches=args.batches, order=args.order, seed=seed,
-                    params=model_params, cold_each=args.cold_each,
+                    crowd,
+                    model_name,
+                    n_batches=args.batches,
+                    order=args.order,
+                    seed=seed,
+                    params=model_params,
+                    cold_each=args.cold_each,
                 )
                 title = f"**{crowd.name}, {model_name}, seed {seed}, {args.batches} batches ({args.order} order)**"
                 if model_params:

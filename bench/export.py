@@ -15,6 +15,7 @@
 
 Memory is flat when the worker's peak RSS at 100k rows is about the same as at 10k.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -99,7 +100,9 @@ def seed(n_items: int, *, with_run: bool) -> tuple[int, str]:
         )
         item_ids = list(Item.objects.filter(project=project).order_by("id").values_list("id", flat=True))
         if with_run:
-            run = InferenceRun.objects.create(project=project, model="conal", status=RunStatus.PUBLISHED, n_items=n_items)
+            run = InferenceRun.objects.create(
+                project=project, model="conal", status=RunStatus.PUBLISHED, n_items=n_items
+            )
             probabilities = rng.dirichlet(np.ones(len(CLASSES)), size=n_items)
             AggregatedLabel.objects.bulk_create(
                 (
@@ -175,8 +178,18 @@ def gunicorn_server(token: str, *, timeout_s: int) -> Iterator[tuple[int, str]]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "platform"), str(ROOT)]), "DEBUG": "0"}
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "crowdlab.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", "1", "--timeout", str(timeout_s), "--log-level", "warning"],
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "crowdlab.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--timeout",
+            str(timeout_s),
+            "--log-level",
+            "warning",
+        ],
         cwd=ROOT / "platform",
         env=env,
     )
@@ -206,7 +219,9 @@ def measure(project_id: int, token: str, fmt: str, repeat: int) -> dict[str, Any
         size = rows = 0
         for _ in range(repeat):
             started = time.perf_counter()
-            response = requests.get(f"{base}/api/projects/{project_id}/export/?as={fmt}", headers=headers, stream=True, timeout=120)
+            response = requests.get(
+                f"{base}/api/projects/{project_id}/export/?as={fmt}", headers=headers, stream=True, timeout=120
+            )
             response.raise_for_status()
             size = rows = 0
             got_first = None
@@ -240,14 +255,22 @@ def measure_imports(token: str, n_items: int) -> list[dict[str, Any]]:
 
     owner = get_user_model().objects.get(username="bench-export-owner")
     items_json = json.dumps(
-        [{"external_id": f"imp-{index:07d}", "text": f"item text {index}", "features": [0.5, 1.5, 2.5, 3.5]} for index in range(n_items)]
+        [
+            {"external_id": f"imp-{index:07d}", "text": f"item text {index}", "features": [0.5, 1.5, 2.5, 3.5]}
+            for index in range(n_items)
+        ]
     ).encode()
-    items_csv = ("external_id,text,f0,f1,f2,f3\n" + "".join(
-        f"imp-{index:07d},item text {index},0.5,1.5,2.5,3.5\n" for index in range(n_items)
-    )).encode()
-    crowd_csv = ("item,annotator,label\n" + "".join(
-        f"imp-{row // 3:07d},w{row % 3 + (row // 3) % 30},{CLASSES[row % len(CLASSES)]}\n" for row in range(3 * n_items)
-    )).encode()
+    items_csv = (
+        "external_id,text,f0,f1,f2,f3\n"
+        + "".join(f"imp-{index:07d},item text {index},0.5,1.5,2.5,3.5\n" for index in range(n_items))
+    ).encode()
+    crowd_csv = (
+        "item,annotator,label\n"
+        + "".join(
+            f"imp-{row // 3:07d},w{row % 3 + (row // 3) % 30},{CLASSES[row % len(CLASSES)]}\n"
+            for row in range(3 * n_items)
+        )
+    ).encode()
     cases = [
         ("items", "JSON array", "application/json", items_json),
         ("items", "CSV", "text/csv", items_csv),
@@ -264,14 +287,24 @@ def measure_imports(token: str, n_items: int) -> list[dict[str, Any]]:
             path = "items/import/" if kind == "items" else "crowd/import/"
             started = time.perf_counter()
             response = requests.post(
-                f"{base}/api/projects/{project.pk}/{path}", data=body, timeout=300,
+                f"{base}/api/projects/{project.pk}/{path}",
+                data=body,
+                timeout=300,
                 headers={**headers, "Content-Type": content_type},
             )
             seconds = time.perf_counter() - started
             if response.status_code != 201:
                 raise RuntimeError(f"{kind} import failed: {response.status_code} {response.text[:500]}")
-            results.append({"import": kind, "body": label, "rows": n_items if content_type == "application/json" else body.count(b"\n") - 1,
-                            "mib": len(body) / 2**20, "seconds": seconds, "response": response.json()})
+            results.append(
+                {
+                    "import": kind,
+                    "body": label,
+                    "rows": n_items if content_type == "application/json" else body.count(b"\n") - 1,
+                    "mib": len(body) / 2**20,
+                    "seconds": seconds,
+                    "response": response.json(),
+                }
+            )
             print(json.dumps(results[-1]), file=sys.stderr)
             Project.objects.filter(pk=project.pk).delete()
     from django.db import connection
@@ -286,7 +319,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--mv", action="store_true", help="also time the majority-vote path (no run) at the largest size")
+    parser.add_argument(
+        "--mv", action="store_true", help="also time the majority-vote path (no run) at the largest size"
+    )
     parser.add_argument("--imports", action="store_true", help="also time 100k-item and 300k-label imports over HTTP")
     options = parser.parse_args()
     sizes = [int(size) for size in options.sizes.split(",")]
@@ -306,14 +341,20 @@ def main() -> None:
     for size, with_run in cases:
         project_id, token = seed(size, with_run=with_run)
         for fmt in FORMATS:
-            result = {"rows": size, "source": "published run" if with_run else "majority vote (3 labels/item)", **measure(project_id, token, fmt, options.repeat)}
+            result = {
+                "rows": size,
+                "source": "published run" if with_run else "majority vote (3 labels/item)",
+                **measure(project_id, token, fmt, options.repeat),
+            }
             results.append(result)
             print(json.dumps(result), file=sys.stderr)
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "export.json").write_text(json.dumps(results, indent=2))
     print(f"load average before: {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} CPUs", file=sys.stderr)
-    print(f"| rows | labels from | format | time (median of {options.repeat}) | min | first byte | MiB | worker peak RSS before → after |")
+    print(
+        f"| rows | labels from | format | time (median of {options.repeat}) | min | first byte | MiB | worker peak RSS before → after |"
+    )
     print("|---:|---|---|---:|---:|---:|---:|---|")
     for r in results:
         print(

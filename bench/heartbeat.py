@@ -12,6 +12,7 @@ Usage::
 
     .venv/bin/python -m bench.heartbeat [--threads 2]
 """
+
 from __future__ import annotations
 
 import argparse

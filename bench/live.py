@@ -27,6 +27,7 @@ queue and Redis DB, so it can run next to other work. Usage::
         --crowd labelme=../shared/datasets/labelme --crowd music=../shared/datasets/music \
         --model mv --model ds --model conal --model crowding
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,11 +55,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--annotators", type=int, default=100)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--features", type=int, default=32)
-    parser.add_argument("--model", action="append", choices=["mv", "ds", "conal", "crowding"],
-                        help="latency mode: one model (default conal); --chain: repeatable (default all four)")
+    parser.add_argument(
+        "--model",
+        action="append",
+        choices=["mv", "ds", "conal", "crowding"],
+        help="latency mode: one model (default conal); --chain: repeatable (default all four)",
+    )
     parser.add_argument("--chain", action="store_true", help="the live refit chain from an empty project")
-    parser.add_argument("--crowd", action="append", default=[],
-                        help="--chain: 'synthetic', 'synthetic:N_ITEMS' or name=folder (repeatable)")
+    parser.add_argument(
+        "--crowd",
+        action="append",
+        default=[],
+        help="--chain: 'synthetic', 'synthetic:N_ITEMS' or name=folder (repeatable)",
+    )
     parser.add_argument("--batches", type=int, default=12, help="--chain: batches the labels arrive in")
     parser.add_argument("--seed", type=int, default=0, help="--chain: the crowd's arrival order and the fits' seed")
     parser.add_argument("--retrain-every", type=int, default=50, help="N: the threshold crossed in (b)")
@@ -112,16 +121,26 @@ def load_crowd(args: argparse.Namespace) -> dict[str, Any]:
     User = get_user_model()
     t0 = time.perf_counter()
     crowd = make_synthetic_crowd(
-        n_items=args.items, n_test=10, n_annotators=args.annotators, n_classes=args.classes,
-        n_features=args.features, labels_per_item=args.annotations / args.items, seed=0,
+        n_items=args.items,
+        n_test=10,
+        n_annotators=args.annotators,
+        n_classes=args.classes,
+        n_features=args.features,
+        labels_per_item=args.annotations / args.items,
+        seed=0,
     )
     data = crowd.data
     classes = [{"name": f"class{c}", "key": None} for c in range(args.classes)]
     owner = User.objects.create_user("bench_owner", password="bench-pass-123")
     make_requester(owner)
     project = Project.objects.create(
-        owner=owner, name="Live bench", classes=classes, k=int(np.ceil(args.annotations / args.items)) + 3,
-        model=args.model, retrain_every_n=10**9, retrain_every_minutes=10**6,
+        owner=owner,
+        name="Live bench",
+        classes=classes,
+        k=int(np.ceil(args.annotations / args.items)) + 3,
+        model=args.model,
+        retrain_every_n=10**9,
+        retrain_every_minutes=10**6,
     )
     counts = np.bincount(data.item_idx, minlength=data.n_items)
     rng = np.random.default_rng(1)
@@ -130,8 +149,12 @@ def load_crowd(args: argparse.Namespace) -> dict[str, Any]:
     items = Item.objects.bulk_create(
         [
             Item(
-                project=project, external_id=f"item{i:06d}", kind=ItemKind.JSON, data={"i": i},
-                features=features[i].tolist(), n_annotations=int(counts[i]),
+                project=project,
+                external_id=f"item{i:06d}",
+                kind=ItemKind.JSON,
+                data={"i": i},
+                features=features[i].tolist(),
+                n_annotations=int(counts[i]),
                 gold_label=f"class{crowd.true_labels[i]}" if i in gold else None,
             )
             for i in range(data.n_items)
@@ -145,10 +168,15 @@ def load_crowd(args: argparse.Namespace) -> dict[str, Any]:
     Annotation.objects.bulk_create(
         [
             Annotation(
-                project=project, item_id=items[i].pk, annotator_id=annotators[r].pk,
-                label=f"class{lab}", source=AnnotationSource.IMPORT,
+                project=project,
+                item_id=items[i].pk,
+                annotator_id=annotators[r].pk,
+                label=f"class{lab}",
+                source=AnnotationSource.IMPORT,
             )
-            for i, r, lab in zip(data.item_idx.tolist(), data.annotator_idx.tolist(), data.label_idx.tolist(), strict=True)
+            for i, r, lab in zip(
+                data.item_idx.tolist(), data.annotator_idx.tolist(), data.label_idx.tolist(), strict=True
+            )
         ],
         batch_size=10_000,
     )
@@ -160,8 +188,11 @@ def load_crowd(args: argparse.Namespace) -> dict[str, Any]:
         [Item(project=tiny, external_id=f"t{i}", features=features[i].tolist()) for i in range(20)]
     )
     Annotation.objects.bulk_create(
-        [Annotation(project=tiny, item=it, annotator=annotators[r], label=f"class{(i + r) % 2}")
-         for i, it in enumerate(tiny_items) for r in range(3)]
+        [
+            Annotation(project=tiny, item=it, annotator=annotators[r], label=f"class{(i + r) % 2}")
+            for i, it in enumerate(tiny_items)
+            for r in range(3)
+        ]
     )
     stored = Annotation.objects.filter(project=project).aggregate(n=Count("id"))["n"]
     return {
@@ -206,18 +237,54 @@ class Services:
                 raise SystemExit(f"port {self.args.port} is already taken (a leftover gunicorn?); use --port")
         bin_dir = Path(sys.executable).parent
         for name, cmd in (
-            ("gunicorn", [str(bin_dir / "gunicorn"), "crowdlab.wsgi", "-b", f"127.0.0.1:{self.args.port}",
-                          "-w", "2", "--access-logfile", "-"]),
-            ("worker", [sys.executable, "-m", "celery", "-A", "crowdlab", "worker", "-Q",
-                        self.env["CELERY_INFERENCE_QUEUE"], "--concurrency", "1", "-P", "prefork",
-                        "-n", self.worker_name, "--loglevel", "INFO",
-                        "--without-gossip", "--without-mingle"]),
+            (
+                "gunicorn",
+                [
+                    str(bin_dir / "gunicorn"),
+                    "crowdlab.wsgi",
+                    "-b",
+                    f"127.0.0.1:{self.args.port}",
+                    "-w",
+                    "2",
+                    "--access-logfile",
+                    "-",
+                ],
+            ),
+            (
+                "worker",
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "crowdlab",
+                    "worker",
+                    "-Q",
+                    self.env["CELERY_INFERENCE_QUEUE"],
+                    "--concurrency",
+                    "1",
+                    "-P",
+                    "prefork",
+                    "-n",
+                    self.worker_name,
+                    "--loglevel",
+                    "INFO",
+                    "--without-gossip",
+                    "--without-mingle",
+                ],
+            ),
         ):
             # The child keeps its own descriptor: ours closes at once.
             with open(self.log_dir / f"live-{name}.log", "wb") as log:
                 self.procs.append(
-                    subprocess.Popen(cmd, cwd=REPO / "platform", env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                    subprocess.Popen(
+                        cmd,
+                        cwd=REPO / "platform",
+                        env=self.env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
                 )
 
     def wait_worker(self, timeout: float = 120) -> None:
@@ -398,16 +465,25 @@ def chain_main(args: argparse.Namespace) -> None:
             features = None if data.features is None else np.round(np.asarray(data.features, np.float64), 6)
             for name in models:
                 project = Project.objects.create(
-                    owner=owner, name=f"chain {crowd.name} {name}", classes=[{"name": c, "key": None} for c in classes],
+                    owner=owner,
+                    name=f"chain {crowd.name} {name}",
+                    classes=[{"name": c, "key": None} for c in classes],
                     # The smallest batch: rounding makes batches differ by one label, and a
                     # batch one short of the threshold would start no run.
-                    k=int(per_item.max()), model=name, retrain_every_n=int(np.diff([0, *ends]).min()),
+                    k=int(per_item.max()),
+                    model=name,
+                    retrain_every_n=int(np.diff([0, *ends]).min()),
                     retrain_every_minutes=10**6,
                 )
                 Item.objects.bulk_create(
                     [
-                        Item(project=project, external_id=item, kind=ItemKind.JSON, data={"i": i},
-                             features=None if features is None else features[i].tolist())
+                        Item(
+                            project=project,
+                            external_id=item,
+                            kind=ItemKind.JSON,
+                            data={"i": i},
+                            features=None if features is None else features[i].tolist(),
+                        )
                         for i, item in enumerate(data.items)
                     ],
                     batch_size=2000,
@@ -419,18 +495,27 @@ def chain_main(args: argparse.Namespace) -> None:
                 def score_run(run: dict[str, Any], *, batch: int | str, n_annotations: int, seconds: float) -> None:
                     """Score what the API serves after ``run`` against a cold fit on the labels it read."""
                     record: dict[str, Any] = {
-                        "crowd": crowd.name, "model": name, "batch": batch, "n_annotations": n_annotations,
-                        "run": run["id"], "status": run["status"], "trigger": run["trigger"],
-                        "fit_mode": run.get("fit_mode"), "fit_reason": run.get("fit_reason"),
-                        "warm_start_from": run.get("warm_start_from"), "end_to_end_s": round(seconds, 3),
+                        "crowd": crowd.name,
+                        "model": name,
+                        "batch": batch,
+                        "n_annotations": n_annotations,
+                        "run": run["id"],
+                        "status": run["status"],
+                        "trigger": run["trigger"],
+                        "fit_mode": run.get("fit_mode"),
+                        "fit_reason": run.get("fit_reason"),
+                        "warm_start_from": run.get("warm_start_from"),
+                        "end_to_end_s": round(seconds, 3),
                         "run_fit_s": run["timings"].get("fit"),
                     }
                     report.append(record)
                     if run["status"] != "published":
                         record["error"] = run["error"]
                         out.write_text(json.dumps(report, indent=1))
-                        print(f"{crowd.name} {name} batch {batch}: run {run['id']} {run['status']}: {run['error'][:120]}",
-                              flush=True)
+                        print(
+                            f"{crowd.name} {name} batch {batch}: run {run['id']} {run['status']}: {run['error'][:120]}",
+                            flush=True,
+                        )
                         return
                     snapshot = adapter.read_snapshot(project_id=project.pk, with_features=name not in ("mv", "ds"))
                     if snapshot.snapshot_annotation_id != run["snapshot_annotation_id"]:
@@ -438,7 +523,9 @@ def chain_main(args: argparse.Namespace) -> None:
                     t1 = time.process_time()
                     cold = make_model(name, **params).fit(snapshot.data)
                     record["cold_fit_cpu_s"] = round(time.process_time() - t1, 3)
-                    ext = {str(pk): e for pk, e in Item.objects.filter(project=project).values_list("pk", "external_id")}
+                    ext = {
+                        str(pk): e for pk, e in Item.objects.filter(project=project).values_list("pk", "external_id")
+                    }
                     keep, cold_labels, cold_conf = published(cold, snapshot.data)
                     cold_pred = {
                         ext[snapshot.data.items[i]]: (int(cold_labels[i]), float(cold_conf[i]))
@@ -470,8 +557,10 @@ def chain_main(args: argparse.Namespace) -> None:
                     )
                     t0 = time.perf_counter()
                     response = api.session.post(
-                        f"{base}/api/projects/{project.pk}/crowd/import/", data=body.encode(),
-                        headers={"Content-Type": "text/csv"}, timeout=120,
+                        f"{base}/api/projects/{project.pk}/crowd/import/",
+                        data=body.encode(),
+                        headers={"Content-Type": "text/csv"},
+                        timeout=120,
                     )
                     if response.status_code != 201:
                         raise RuntimeError(f"crowd import: {response.status_code} {response.text[:300]}")
@@ -563,16 +652,21 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     info = load_crowd(args)
-    print(f"stored {info['stored_annotations']} annotations on {info['n_items']} items "
-          f"from {info['n_annotators']} annotators in {info['load_seconds']} s", flush=True)
+    print(
+        f"stored {info['stored_annotations']} annotations on {info['n_items']} items "
+        f"from {info['n_annotators']} annotators in {info['load_seconds']} s",
+        flush=True,
+    )
 
     services = Services(args)
     services.start()
     base = f"http://127.0.0.1:{args.port}"
     owner = Api(base, info["owner_token"])
     annotator = Api(base, info["annotator_token"])
-    report: dict[str, Any] = {"config": {k: v for k, v in vars(args).items() if k != "out"},
-                              "stored_annotations": info["stored_annotations"]}
+    report: dict[str, Any] = {
+        "config": {k: v for k, v in vars(args).items() if k != "out"},
+        "stored_annotations": info["stored_annotations"],
+    }
     try:
         _wait_for_server(owner)
         project = info["project"]
@@ -595,11 +689,19 @@ def main() -> None:
         while labels_run(owner, project) != run_id:
             time.sleep(0.02)
         cold_s = time.perf_counter() - t0
-        report["cold"] = {"end_to_end_s": round(cold_s, 3), "run": run_id, "timings": cold_run["timings"],
-                          "phases": phases(cold_run, wall0, time.time()),
-                          "metrics": cold_run["metrics"], "accuracy_vs_truth": round(accuracy(owner, project, info["truth"]), 4)}
-        print(f"(a) cold: {cold_s:.2f} s end to end; phases {report['cold']['phases']}; "
-              f"run timings {cold_run['timings']}", flush=True)
+        report["cold"] = {
+            "end_to_end_s": round(cold_s, 3),
+            "run": run_id,
+            "timings": cold_run["timings"],
+            "phases": phases(cold_run, wall0, time.time()),
+            "metrics": cold_run["metrics"],
+            "accuracy_vs_truth": round(accuracy(owner, project, info["truth"]), 4),
+        }
+        print(
+            f"(a) cold: {cold_s:.2f} s end to end; phases {report['cold']['phases']}; "
+            f"run timings {cold_run['timings']}",
+            flush=True,
+        )
 
         # (b) warm end-to-end from the threshold-crossing annotation
         import django.db
@@ -634,12 +736,21 @@ def main() -> None:
             warm_s = time.perf_counter() - t0
             wall1 = time.time()
             run = owner.get(f"/api/projects/{project}/runs/{current}/").json()
-            warm.append({"end_to_end_s": round(warm_s, 3), "run": current, "timings": run["timings"],
-                         "phases": phases(run, wall0, wall1),
-                         "warm_start_from": run["warm_start_from"], "trigger": run["trigger"]})
-            print(f"(b) warm #{repeat + 1}: {warm_s:.2f} s end to end (run {current}, trigger {run['trigger']}, "
-                  f"warm start from {run['warm_start_from']}); phases {warm[-1]['phases']}; run timings {run['timings']}",
-                  flush=True)
+            warm.append(
+                {
+                    "end_to_end_s": round(warm_s, 3),
+                    "run": current,
+                    "timings": run["timings"],
+                    "phases": phases(run, wall0, wall1),
+                    "warm_start_from": run["warm_start_from"],
+                    "trigger": run["trigger"],
+                }
+            )
+            print(
+                f"(b) warm #{repeat + 1}: {warm_s:.2f} s end to end (run {current}, trigger {run['trigger']}, "
+                f"warm start from {run['warm_start_from']}); phases {warm[-1]['phases']}; run timings {run['timings']}",
+                flush=True,
+            )
             previous = current
         report["warm"] = warm
         report["warm_accuracy_vs_truth"] = round(accuracy(owner, project, info["truth"]), 4)

@@ -28,6 +28,7 @@ What it does:
 Reports req/s, p50/p95/p99, errors (non-expected statuses + socket errors) and
 the machine load (``os.getloadavg``) before each run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -214,9 +215,7 @@ def reset(url: str) -> None:
             """UPDATE labelling_assignment a SET status = 'active', expires_at = now() + interval '30 days'
                FROM auth_user u WHERE a.annotator_id = u.id AND u.username LIKE 'bench-submit-%%'"""
         )
-        conn.execute(
-            """DELETE FROM results_inferencerun WHERE status <> 'published'"""
-        )
+        conn.execute("""DELETE FROM results_inferencerun WHERE status <> 'published'""")
         conn.commit()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE labelling_annotation, labelling_assignment, projects_item")
@@ -294,7 +293,9 @@ function done(summary, latency, requests)
 end
 """
 
-LUA_SUBMIT = LUA_COMMON + r"""
+LUA_SUBMIT = (
+    LUA_COMMON
+    + r"""
 local j = 0
 bad = 0
 function init(args)
@@ -313,8 +314,11 @@ function response(status, headers, body)
   if status ~= 201 then unexpected(status) end
 end
 """
+)
 
-LUA_NEXT = LUA_COMMON + r"""
+LUA_NEXT = (
+    LUA_COMMON
+    + r"""
 bad = 0
 local pending = nil
 function init(args)
@@ -344,6 +348,7 @@ function response(status, headers, body)
   end
 end
 """
+)
 
 
 def wait_for_port(port: int, timeout: float = 30) -> None:
@@ -371,7 +376,9 @@ def cpu_seconds(pid: int) -> float:
 def server_pids(gunicorn_pid: int, url: str) -> list[int]:
     """gunicorn master + workers and the PostgreSQL backends serving the bench database."""
     # pgrep exits 1 when it finds none: an empty list, not an error.
-    workers = subprocess.run(["pgrep", "-P", str(gunicorn_pid)], capture_output=True, text=True, check=False).stdout.split()
+    workers = subprocess.run(
+        ["pgrep", "-P", str(gunicorn_pid)], capture_output=True, text=True, check=False
+    ).stdout.split()
     with psycopg.connect(url, autocommit=True) as conn:
         me = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
         backends = [
@@ -422,7 +429,9 @@ def run_scenario(name: str, lua: str, args: argparse.Namespace, env: dict[str, s
     script = workdir / f"{name}.lua"
     interval_us = 0 if not args.rate else round(args.clients / args.rate * 1e6)
     script.write_text(
-        lua.replace("PROJECT", str(project_id)).replace("INTERVAL_US", str(interval_us)).replace("CLIENTS", str(args.clients))
+        lua.replace("PROJECT", str(project_id))
+        .replace("INTERVAL_US", str(interval_us))
+        .replace("CLIENTS", str(args.clients))
     )
     warm_script = workdir / f"{name}-warm.lua"
     # The warm-up (imports, connections, prepared statements) always runs the
@@ -435,15 +444,26 @@ def run_scenario(name: str, lua: str, args: argparse.Namespace, env: dict[str, s
         gunicorn = subprocess.Popen(
             [
                 str(Path(PY).parent / "gunicorn"),
-                "--chdir", "platform",
+                "--chdir",
+                "platform",
                 "crowdlab.wsgi",
-                "--bind", f"127.0.0.1:{args.port}",
-                "--workers", str(args.workers),
-                "--threads", str(args.threads),
-                "--worker-class", "gthread" if args.threads > 1 else "sync",
-                "--backlog", "256",
-                *(["--access-logfile", str(access_log), "--access-logformat", "%(U)s %(s)s %(D)s"] if args.access_log else []),
-                "--log-level", "warning",
+                "--bind",
+                f"127.0.0.1:{args.port}",
+                "--workers",
+                str(args.workers),
+                "--threads",
+                str(args.threads),
+                "--worker-class",
+                "gthread" if args.threads > 1 else "sync",
+                "--backlog",
+                "256",
+                *(
+                    ["--access-logfile", str(access_log), "--access-logformat", "%(U)s %(s)s %(D)s"]
+                    if args.access_log
+                    else []
+                ),
+                "--log-level",
+                "warning",
             ],
             cwd=ROOT,
             env=env,
@@ -456,7 +476,9 @@ def run_scenario(name: str, lua: str, args: argparse.Namespace, env: dict[str, s
         # Warm-up: import paths, connections, caches (not measured).
         subprocess.run(
             ["wrk", "-t4", "-c4", "-d3s", "-s", str(warm_script), f"http://127.0.0.1:{args.port}"],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         # Let the warm-up's in-flight requests finish: a submit still running
         # when the measured run starts would make its next-task see a lease that
@@ -471,14 +493,31 @@ def run_scenario(name: str, lua: str, args: argparse.Namespace, env: dict[str, s
         children_before = os.times()
         out = subprocess.run(
             [
-                "wrk", f"-t{args.clients}", f"-c{args.clients}", f"-d{args.duration}s", "--timeout", "10s",
-                "-s", str(script), f"http://127.0.0.1:{args.port}",
+                "wrk",
+                f"-t{args.clients}",
+                f"-c{args.clients}",
+                f"-d{args.duration}s",
+                "--timeout",
+                "10s",
+                "-s",
+                str(script),
+                f"http://127.0.0.1:{args.port}",
             ],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
         children_after = os.times()
         after_pids = server_pids(gunicorn.pid, args.url)
-        gunicorn_pids = {gunicorn.pid, *map(int, subprocess.run(["pgrep", "-P", str(gunicorn.pid)], capture_output=True, text=True, check=False).stdout.split())}
+        gunicorn_pids = {
+            gunicorn.pid,
+            *map(
+                int,
+                subprocess.run(
+                    ["pgrep", "-P", str(gunicorn.pid)], capture_output=True, text=True, check=False
+                ).stdout.split(),
+            ),
+        }
         app_cpu = sum(cpu_seconds(pid) - before.get(pid, 0.0) for pid in after_pids if pid in gunicorn_pids)
         db_cpu = sum(cpu_seconds(pid) - before.get(pid, 0.0) for pid in after_pids if pid not in gunicorn_pids)
         server_cpu = app_cpu + db_cpu
@@ -522,8 +561,13 @@ def run_scenario(name: str, lua: str, args: argparse.Namespace, env: dict[str, s
         # From the scheduled send time (open loop) or the actual send (closed
         # loop); the first answer per connection and the first second are left out.
         "latency_ms": {
-            kind: {"n": len(ms), "p50": percentile(ms, 50), "p95": percentile(ms, 95), "p99": percentile(ms, 99),
-                   "max": max(ms) if ms else float("nan")}
+            kind: {
+                "n": len(ms),
+                "p50": percentile(ms, 50),
+                "p95": percentile(ms, 95),
+                "p99": percentile(ms, 99),
+                "max": max(ms) if ms else float("nan"),
+            }
             for kind, ms in latencies.items()
         },
         "requests": requests,
@@ -593,12 +637,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--port", type=int, default=8731)
     parser.add_argument(
-        "--access-log", action=argparse.BooleanOptionalAction, default=True,
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="gunicorn access log for the server-side split per endpoint (costs server CPU; --no-access-log for the "
         "throughput figure)",
     )
     parser.add_argument(
-        "--rate", type=float, default=0,
+        "--rate",
+        type=float,
+        default=0,
         help="open loop: offer this many requests/s in total, evenly over the clients, and measure latency from "
         "each request's scheduled send time (0: closed loop, each client sends when its previous answer came)",
     )
@@ -630,9 +678,11 @@ def main() -> None:
     project_id = project_id_of(url)
     with psycopg.connect(url) as conn:
         n = conn.execute("SELECT count(*) FROM labelling_annotation").fetchone()[0]
-    print(f"bench database {args.db}: {n:,} annotations stored; {os.cpu_count()} CPUs; "
-          f"gunicorn {args.workers} workers × {args.threads} threads; {args.clients} clients × {args.duration} s; "
-          + (f"open loop at {args.rate:g} req/s" if args.rate else "closed loop"))
+    print(
+        f"bench database {args.db}: {n:,} annotations stored; {os.cpu_count()} CPUs; "
+        f"gunicorn {args.workers} workers × {args.threads} threads; {args.clients} clients × {args.duration} s; "
+        + (f"open loop at {args.rate:g} req/s" if args.rate else "closed loop")
+    )
 
     scenarios = {"submit": LUA_SUBMIT, "next-task": LUA_NEXT}
     chosen = list(scenarios) if args.scenario == "both" else [args.scenario]

@@ -11,6 +11,7 @@ submit and one next-task (``CaptureQueriesContext``) and the CPU
 Uses the last bench client pair (bench-submit-31 / bench-next-31) and resets
 the bench annotators' rows first, like ``platform_load.reset``.
 """
+
 from __future__ import annotations
 
 import cProfile

@@ -15,6 +15,7 @@ Usage::
     .venv/bin/python -m bench.refit_suspects --table chain --crowd synthetic
     .venv/bin/python -m bench.refit_suspects --table warm --crowd labelme=../shared/datasets/labelme
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,14 @@ class FreshNoise(CoNAL):
             clf = np_softmax(net.eval_logits(x).double().numpy(), 1)
             net.train()
             _, conf, common = ds_init(
-                data.item_idx, data.annotator_idx, data.label_idx, data.n_items, data.n_annotators, data.n_classes,
-                n_iter=5, item_prior=clf,
+                data.item_idx,
+                data.annotator_idx,
+                data.label_idx,
+                data.n_items,
+                data.n_annotators,
+                data.n_classes,
+                n_iter=5,
+                item_prior=clf,
             )
             net.w_indiv.copy_(torch.from_numpy(np.log(conf)).float())
             net.w_common.copy_(torch.from_numpy(np.log(common)).float())

@@ -16,6 +16,7 @@ fit (no extra fit), which is how the default ``aggregate`` was chosen.
 
 Torch runs with ``--threads`` threads (default 1: the machine's 2 cores are shared).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -146,11 +147,19 @@ def run(
                 data = remove_annotations(crowd.data, level, np.random.default_rng(1000 + seed))
                 for m in models:
                     for name, row in _fit_one(m, data, crowd, seed, threads).items():
-                        rec = {"crowd": crowd.name, "level": level, "seed": seed, "model": name,
-                               "annotations": data.n_annotations, **row}
+                        rec = {
+                            "crowd": crowd.name,
+                            "level": level,
+                            "seed": seed,
+                            "model": name,
+                            "annotations": data.n_annotations,
+                            **row,
+                        }
                         records.append(rec)
                         shown = " ".join(f"{k}={v:.4f}" for k, v in row.items())
-                        print(f"# {crowd.name} level={level:.1f} seed={seed} {name}: {shown}", file=sys.stderr, flush=True)
+                        print(
+                            f"# {crowd.name} level={level:.1f} seed={seed} {name}: {shown}", file=sys.stderr, flush=True
+                        )
     return records
 
 
@@ -196,8 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--models", default="mv,ds,conal,crowding")
     p.add_argument("--threads", type=int, default=1, help="torch threads per fit")
     p.add_argument("--json", type=Path, help="write every record here")
-    p.add_argument("--merge", type=Path, nargs="+", help="only print the table of earlier --json files "
-                   "(e.g. one process per crowd, run side by side)")
+    p.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        help="only print the table of earlier --json files (e.g. one process per crowd, run side by side)",
+    )
     args = p.parse_args(argv)
     levels = [float(v) for v in args.levels.split(",") if v.strip()]
     if args.merge:

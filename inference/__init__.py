@@ -1,4 +1,5 @@
 """crowdlab's learning-from-crowds engine (pure Python: numpy, torch, scikit-learn; no Django)."""
+
 from __future__ import annotations
 
 from typing import Any

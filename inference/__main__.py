@@ -1,4 +1,5 @@
 """``python -m inference fit ...``: see :mod:`inference.cli`."""
+
 from __future__ import annotations
 
 import sys

@@ -15,6 +15,7 @@ Outputs (in DIR)
 
 Malformed input exits with status 2 and a single ``error: ...`` line on stderr.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -90,9 +91,7 @@ def read_annotations(path: Path) -> tuple[list[str], list[str], list[str]]:
             break
     else:
         expected = " or ".join(repr(",".join(n)) for n in _ANNOTATION_HEADERS)
-        raise CliError(
-            f"annotations file {str(path)!r} has header {','.join(header)!r}; expected {expected}"
-        )
+        raise CliError(f"annotations file {str(path)!r} has header {','.join(header)!r}; expected {expected}")
     if not rows:
         raise CliError(f"annotations file {str(path)!r} has a header but no annotations")
     width = max(cols) + 1
@@ -101,7 +100,9 @@ def read_annotations(path: Path) -> tuple[list[str], list[str], list[str]]:
     labels: list[str] = []
     for lineno, row in enumerate(rows, start=2):
         if len(row) < width:
-            raise CliError(f"annotations file {str(path)!r}: line {lineno} has {len(row)} fields, expected {len(header)}")
+            raise CliError(
+                f"annotations file {str(path)!r}: line {lineno} has {len(row)} fields, expected {len(header)}"
+            )
         it, an, lab = (row[c].strip() for c in cols)
         if not it or not an or not lab:
             raise CliError(f"annotations file {str(path)!r}: line {lineno} has an empty item, annotator or label")
@@ -178,7 +179,9 @@ def load_features(
             raise CliError("--items only goes with --features F.npy; F.csv carries its own item column")
         header, rows = _open_csv(features, "features")
         if not header or header[0] != "item":
-            raise CliError(f"features file {str(features)!r} must start with an 'item' column, header is {','.join(header)!r}")
+            raise CliError(
+                f"features file {str(features)!r} must start with an 'item' column, header is {','.join(header)!r}"
+            )
         if len(header) < 2:
             raise CliError(f"features file {str(features)!r} has no feature columns after 'item'")
         if not rows:
@@ -195,9 +198,7 @@ def load_features(
                 matrix[k] = [float(v) for v in row[1:]]
             except ValueError:
                 bad = next(v for v in row[1:] if not _is_float(v))
-                raise CliError(
-                    f"features file {str(features)!r}: line {k + 2}: {bad!r} is not a number"
-                ) from None
+                raise CliError(f"features file {str(features)!r}: line {k + 2}: {bad!r} is not a number") from None
     else:
         raise CliError(f"--features must be a .npy or .csv file, got {str(features)!r}")
 
@@ -226,7 +227,9 @@ def _is_float(v: str) -> bool:
 
 # ---------------------------------------------------------------------- model set-up
 def _model_params(cls: type[CrowdModel], *, seed: int, epochs: int | None, extra: list[str]) -> dict[str, Any]:
-    fields: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+    fields: dict[str, dataclasses.Field[Any]] = (
+        {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+    )
     params: dict[str, Any] = {}
     if "seed" in fields:
         params["seed"] = seed
@@ -239,9 +242,7 @@ def _model_params(cls: type[CrowdModel], *, seed: int, epochs: int | None, extra
     for kv in extra:
         key, sep, raw = kv.partition("=")
         if not sep or key not in fields:
-            raise CliError(
-                f"--param expects NAME=VALUE with NAME one of {sorted(fields)}, got {kv!r}"
-            )
+            raise CliError(f"--param expects NAME=VALUE with NAME one of {sorted(fields)}, got {kv!r}")
         params[key] = _parse_value(raw)
     return params
 
@@ -325,7 +326,9 @@ def _build_parser() -> _Parser:
     parser = _Parser(prog="python -m inference", description="crowdlab learning-from-crowds engine")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     fit = sub.add_parser("fit", help="aggregate crowd labels (and train a classifier if the model has one)")
-    fit.add_argument("--annotations", required=True, type=Path, help="A.csv: item,annotator,label (or task,worker,label)")
+    fit.add_argument(
+        "--annotations", required=True, type=Path, help="A.csv: item,annotator,label (or task,worker,label)"
+    )
     fit.add_argument("--model", required=True, help=f"one of: {', '.join(MODELS.names())}")
     fit.add_argument("--out", required=True, type=Path, help="output directory")
     fit.add_argument("--features", type=Path, help="F.npy (with --items) or F.csv (item + numeric columns)")
@@ -349,7 +352,10 @@ def _fit(args: argparse.Namespace) -> int:
     params = _model_params(cls, seed=args.seed, epochs=args.epochs, extra=args.param)
     items, anns, labels = read_annotations(args.annotations)
     feat_ids, feats = load_features(
-        features=args.features, items=args.items, texts=args.texts, seed=args.seed,
+        features=args.features,
+        items=args.items,
+        texts=args.texts,
+        seed=args.seed,
         standardise_numeric=not args.no_standardise,
     )
     item_order: list[str] | None = None
@@ -357,9 +363,7 @@ def _fit(args: argparse.Namespace) -> int:
         known = set(feat_ids)
         missing = sorted({i for i in items if i not in known})
         if missing:
-            raise CliError(
-                f"{len(missing)} annotated item(s) have no feature row, e.g. {missing[0]!r}"
-            )
+            raise CliError(f"{len(missing)} annotated item(s) have no feature row, e.g. {missing[0]!r}")
         item_order = feat_ids  # unlabelled feature rows are kept: they get the classifier's prediction
     gold = read_gold(args.gold) if args.gold is not None else None
 

@@ -4,6 +4,7 @@ Crowd labels are kept as three aligned integer arrays (one entry per annotation)
 that every model can stay vectorised over annotations; an items x annotators matrix
 is never built because real crowds are extremely sparse (about 3 labels per item).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -74,9 +75,7 @@ class CrowdData:
         for name in ("item_idx", "annotator_idx", "label_idx"):
             object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.int64))
         if self.features is not None:
-            object.__setattr__(
-                self, "features", _as_float_matrix("features", self.features, len(self.items), "items")
-            )
+            object.__setattr__(self, "features", _as_float_matrix("features", self.features, len(self.items), "items"))
         if self.annotator_features is not None:
             object.__setattr__(
                 self,
@@ -84,9 +83,7 @@ class CrowdData:
                 _as_float_matrix("annotator_features", self.annotator_features, len(self.annotators), "annotators"),
             )
         if len(self.classes) < 2:
-            raise ValueError(
-                f"at least 2 classes are required, got {len(self.classes)}: {list(self.classes)}"
-            )
+            raise ValueError(f"at least 2 classes are required, got {len(self.classes)}: {list(self.classes)}")
         n_ann = len(self.item_idx)
         if n_ann == 0:
             raise ValueError("empty crowd: there are no annotations")
@@ -127,19 +124,13 @@ class CrowdData:
         # --- classes
         class_ids = tuple(sorted(set(lab_col))) if classes is None else _unique_ids("classes", classes)
         if len(class_ids) < 2:
-            raise ValueError(
-                f"at least 2 classes are required, got {len(class_ids)}: {list(class_ids)}"
-            )
+            raise ValueError(f"at least 2 classes are required, got {len(class_ids)}: {list(class_ids)}")
         label_idx = _index_into(lab_col, class_ids, what="label", allowed_name="classes")
 
         # --- items (default order: first appearance, so ids are stable across runs)
-        item_ids, item_idx = _ids_and_index(
-            item_col, items, name="items", what="annotation item id"
-        )
+        item_ids, item_idx = _ids_and_index(item_col, items, name="items", what="annotation item id")
         # --- annotators
-        ann_ids, annotator_idx = _ids_and_index(
-            ann_col, annotators, name="annotators", what="annotator id"
-        )
+        ann_ids, annotator_idx = _ids_and_index(ann_col, annotators, name="annotators", what="annotator id")
 
         # --- duplicates: one label per (item, annotator); a revision must replace, not add.
         pair = item_idx * np.int64(max(len(ann_ids), 1)) + annotator_idx
@@ -169,11 +160,7 @@ class CrowdData:
         """Three aligned lists of string ids from either accepted records form."""
         # Column form: a tuple of three lists/arrays. A tuple of three *tuples* is read as
         # three (item, annotator, label) records, the only ambiguous case.
-        if (
-            isinstance(records, tuple)
-            and len(records) == 3
-            and all(isinstance(c, (list, np.ndarray)) for c in records)
-        ):
+        if isinstance(records, tuple) and len(records) == 3 and all(isinstance(c, (list, np.ndarray)) for c in records):
             cols = [_str_list(c) for c in records]
             if not (len(cols[0]) == len(cols[1]) == len(cols[2])):
                 raise ValueError(
@@ -265,7 +252,5 @@ def _ids_and_index(
         ids = _unique_ids(name, given)
         return ids, _index_into(column, ids, what=what, allowed_name=name)
     lookup: dict[str, int] = {}
-    idx = np.fromiter(
-        (lookup.setdefault(v, len(lookup)) for v in column), dtype=np.int64, count=len(column)
-    )
+    idx = np.fromiter((lookup.setdefault(v, len(lookup)) for v in column), dtype=np.int64, count=len(column))
     return tuple(lookup), idx

@@ -3,6 +3,7 @@
 Everything goes through scikit-learn so the transforms are standard, reproducible
 (``seed``) and can be re-applied to new items with the returned fitted objects.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -70,7 +71,9 @@ class TextFeaturizer:
         return self.normalizer_.transform(dense).astype(np.float32)
 
 
-def text_features(texts: Sequence[str], *, n_components: int = 128, seed: int = 0, dim: int | None = None) -> np.ndarray:
+def text_features(
+    texts: Sequence[str], *, n_components: int = 128, seed: int = 0, dim: int | None = None
+) -> np.ndarray:
     """Dense (N, n_components) float32 features for raw texts (TF-IDF + TruncatedSVD, L2-normalised).
 
     ``dim`` is an alias of ``n_components``.

@@ -1,4 +1,5 @@
 """Scores for aggregated labels and recovered noise models (benchmark, CLI ``--gold``, tests)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -59,9 +60,7 @@ def confusion_mae(estimated: np.ndarray, true: np.ndarray) -> float:
     return float(np.mean(np.abs(e - t)))
 
 
-def mean_confusion_mae(
-    estimated: np.ndarray, true: np.ndarray, weights: np.ndarray | None = None
-) -> float:
+def mean_confusion_mae(estimated: np.ndarray, true: np.ndarray, weights: np.ndarray | None = None) -> float:
     """MAE per annotator, (R, C, C) stacks, averaged with optional per-annotator ``weights``
     (e.g. annotation counts, so that annotators seen twice do not dominate)."""
     e, t = np.asarray(estimated, dtype=np.float64), np.asarray(true, dtype=np.float64)

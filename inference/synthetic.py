@@ -17,6 +17,7 @@ Generation (all vectorised, so 1,000,000 annotations take a few seconds):
 * annotator activity is skewed (lognormal or Zipf weights), about ``labels_per_item``
   distinct annotators per item.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -36,14 +37,14 @@ ActivityType = Literal["lognormal", "zipf", "uniform"]
 class SyntheticCrowd:
     """A generated crowd and the hidden truth behind it."""
 
-    data: CrowdData                     # train items with features and crowd labels
-    true_labels: np.ndarray             # (N,) int64 class index of every train item
-    true_confusions: np.ndarray         # (R, C, C) individual confusions, row = true class
-    true_common_confusion: np.ndarray   # (C, C) common confusion pi^g
-    true_omega: np.ndarray              # (A,) probability that annotation a used pi^g
-    true_source: np.ndarray             # (A,) bool, the sampled s (True = common matrix used)
-    test_features: np.ndarray           # (N_test, D) float32
-    test_labels: np.ndarray             # (N_test,) int64
+    data: CrowdData  # train items with features and crowd labels
+    true_labels: np.ndarray  # (N,) int64 class index of every train item
+    true_confusions: np.ndarray  # (R, C, C) individual confusions, row = true class
+    true_common_confusion: np.ndarray  # (C, C) common confusion pi^g
+    true_omega: np.ndarray  # (A,) probability that annotation a used pi^g
+    true_source: np.ndarray  # (A,) bool, the sampled s (True = common matrix used)
+    test_features: np.ndarray  # (N_test, D) float32
+    test_labels: np.ndarray  # (N_test,) int64
     params: dict[str, object] = field(default_factory=dict)
 
 
@@ -104,9 +105,7 @@ def _activity_weights(n: int, kind: ActivityType, skew: float, rng: np.random.Ge
     return w / w.sum()
 
 
-def _assign_annotators(
-    n_items: int, k: int, weights: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
+def _assign_annotators(n_items: int, k: int, weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """(n_items, k) distinct annotators per item drawn ∝ weights (approximately without replacement).
 
     Sampling with replacement and redrawing only the colliding slots keeps this vectorised;
@@ -243,11 +242,21 @@ def make_synthetic_crowd(
         features=np.ascontiguousarray(x),
     )
     params = dict(
-        n_items=n_items, n_test=n_test, n_annotators=n_annotators, n_classes=n_classes,
-        n_features=n_features, labels_per_item=labels_per_item, class_sep=class_sep, common_type=common_type,
-        common_strength=common_strength, individual_strength=individual_strength,
-        common_share=common_share, omega_scale=omega_scale, activity=activity,
-        activity_skew=activity_skew, seed=seed,
+        n_items=n_items,
+        n_test=n_test,
+        n_annotators=n_annotators,
+        n_classes=n_classes,
+        n_features=n_features,
+        labels_per_item=labels_per_item,
+        class_sep=class_sep,
+        common_type=common_type,
+        common_strength=common_strength,
+        individual_strength=individual_strength,
+        common_share=common_share,
+        omega_scale=omega_scale,
+        activity=activity,
+        activity_skew=activity_skew,
+        seed=seed,
     )
     return SyntheticCrowd(
         data=data,

@@ -12,6 +12,7 @@ session's end deletes exactly those, with their binding keys
 (``delete_queues``). Celery's control replies (``celery_app.control.ping``)
 live in queues that expire by themselves.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """Shared fixtures. Tests run on the real PostgreSQL named by DATABASE_URL and
 on the Celery broker named by TEST_BROKER_URL (see tests/brokers.py)."""
+
 from __future__ import annotations
 
 import os

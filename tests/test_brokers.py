@@ -1,4 +1,5 @@
 """The tests' broker: one variable, and no keys left behind."""
+
 from __future__ import annotations
 
 import os

@@ -5,6 +5,7 @@ management commands, the templates and the static files (crowdlab/_templates,
 crowdlab/_static), and that the ``crowdlab`` console script works. Slow (a
 venv, torch from the local wheel): ``.ci/run`` runs it as a step of its own.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,11 @@ def test_pip_install_dot_gives_a_working_crowdlab_outside_the_repository(tmp_pat
 
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    package = Path(_run([str(venv / "bin" / "python"), "-c", "import crowdlab, inference; print(crowdlab.__file__)"],
-                        cwd=outside).stdout.strip()).parent
+    package = Path(
+        _run(
+            [str(venv / "bin" / "python"), "-c", "import crowdlab, inference; print(crowdlab.__file__)"], cwd=outside
+        ).stdout.strip()
+    ).parent
     assert REPO not in package.parents  # the installed copy, not the checkout
     assert (package / "_templates" / "base.html").is_file()
     assert (package / "_static" / "favicon.svg").is_file()
@@ -65,10 +69,14 @@ def test_pip_install_dot_gives_a_working_crowdlab_outside_the_repository(tmp_pat
         # Installed, collected static files go to CROWDLAB_HOME, never next to the code.
         assert (tmp_path / "crowdlab-home" / "staticfiles" / "favicon.svg").is_file()
         login = _run(
-            [str(venv / "bin" / "python"), "-c",
-             "import django; django.setup(); from django.test import Client; "
-             "r = Client().get('/login/'); print(r.status_code); print(r.content.decode())"],
-            cwd=outside, env={**env, "DJANGO_SETTINGS_MODULE": "crowdlab.settings"},
+            [
+                str(venv / "bin" / "python"),
+                "-c",
+                "import django; django.setup(); from django.test import Client; "
+                "r = Client().get('/login/'); print(r.status_code); print(r.content.decode())",
+            ],
+            cwd=outside,
+            env={**env, "DJANGO_SETTINGS_MODULE": "crowdlab.settings"},
         ).stdout
         assert login.startswith("200\n") and "<form" in login and "/static/" in login
         fit_help = _run([crowdlab, "fit", "--help"], cwd=outside, env=env).stdout

@@ -5,6 +5,7 @@ live in their own modules and are imported the first time they are asked for, so
 ``python -m inference fit --model ds`` and malformed-input errors do not pay for
 importing torch, and a missing or broken optional module never takes MV/DS down.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -57,7 +58,8 @@ class _Registry(MutableMapping[str, type[CrowdModel]]):
     def names(self) -> list[str]:
         """Registered names without importing anything (optional ones whose module exists)."""
         present = [
-            n for n, (module, _) in self._lazy.items()
+            n
+            for n, (module, _) in self._lazy.items()
             if n not in UNAVAILABLE and importlib.util.find_spec(module) is not None
         ]
         return sorted({*self._classes, *present})

@@ -2,6 +2,7 @@
 
 They take and return numpy arrays only, so each is unit-tested on toy inputs.
 """
+
 from __future__ import annotations
 
 import numpy as np

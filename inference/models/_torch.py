@@ -1,4 +1,5 @@
 """Pieces the torch models (CoNAL, CrowdInG) share: the fit context, inputs and checkpoint state."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

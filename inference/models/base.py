@@ -6,6 +6,7 @@ Checkpoints (``dumps``/``loads``) are what the platform stores in the database a
 passes back as ``init=`` for the next warm-started run, so they hold the ids the model
 was fitted on: warm start matches items, annotators and classes BY ID.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -181,9 +182,7 @@ class CrowdModel:
         if init is None:
             return None
         if type(init) is not type(self):
-            raise ValueError(
-                f"init must be a fitted {type(self).__name__}, got {type(init).__name__}"
-            )
+            raise ValueError(f"init must be a fitted {type(self).__name__}, got {type(init).__name__}")
         if not init.is_fitted:
             raise ValueError(f"init {type(init).__name__} has not been fitted")
         return init

@@ -5,6 +5,7 @@ matrix ``W``. With ``L = log confusions`` laid out as (annotator*label, true cla
 the E-step is ``W @ L`` and the M-step is ``W.T @ posterior`` -- two sparse products
 with one non-zero per annotation and no Python loop over items or annotators.
 """
+
 from __future__ import annotations
 
 import time
@@ -85,9 +86,7 @@ class DawidSkene(CrowdModel):
         c = data.n_classes
         cols = data.annotator_idx * c + data.label_idx
         ones = np.ones(data.n_annotations, dtype=np.float64)
-        return sp.csr_matrix(
-            (ones, (data.item_idx, cols)), shape=(data.n_items, data.n_annotators * c)
-        )
+        return sp.csr_matrix((ones, (data.item_idx, cols)), shape=(data.n_items, data.n_annotators * c))
 
     def _pooled(self, w_t: sp.csr_matrix, post: np.ndarray, r: int, c: int) -> np.ndarray:
         """(C, C) row-stochastic confusion of all annotators pooled (row = true class)."""
@@ -197,14 +196,14 @@ class DawidSkene(CrowdModel):
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
-    def _warm_params_same_classes(
-        self, previous: CrowdModel, data: CrowdData
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _warm_params_same_classes(self, previous: CrowdModel, data: CrowdData) -> tuple[np.ndarray, np.ndarray]:
         """Previous confusions/prior re-indexed by id; new annotators start from the
         previous fit's average confusion (the crowd's typical behaviour)."""
         old = previous.confusions_
         typical = old.mean(axis=0)
-        typical = remap_axis(remap_axis(typical, 0, previous.classes_, data.classes, 0.0), 1, previous.classes_, data.classes, 0.0)
+        typical = remap_axis(
+            remap_axis(typical, 0, previous.classes_, data.classes, 0.0), 1, previous.classes_, data.classes, 0.0
+        )
         old = remap_axis(old, 1, previous.classes_, data.classes, 0.0)
         old = remap_axis(old, 2, previous.classes_, data.classes, 0.0)
         fill = np.broadcast_to(typical, (data.n_annotators, *typical.shape))

@@ -1,4 +1,5 @@
 """Majority vote: the baseline every other aggregator must beat."""
+
 from __future__ import annotations
 
 import time
@@ -30,9 +31,7 @@ def vote_labels(counts: np.ndarray, prior: np.ndarray) -> np.ndarray:
     return np.argmax(counts + bonus[None, :] * 0.5, axis=1).astype(np.int64)
 
 
-def confusions_against(
-    data: CrowdData, truth: np.ndarray, *, smoothing: float = 0.0
-) -> np.ndarray:
+def confusions_against(data: CrowdData, truth: np.ndarray, *, smoothing: float = 0.0) -> np.ndarray:
     """(R, C, C) per-annotator confusions counted against ``truth``: hard (N,) labels or (N, C) soft.
 
     Row = true class. Rows with no mass (an annotator never saw that class) are uniform,
@@ -84,7 +83,9 @@ class MajorityVote(CrowdModel):
         prior = class_prior(data)
         totals = counts.sum(axis=1, keepdims=True)
         labelled = totals[:, 0] > 0
-        self.probas_ = np.where(labelled[:, None], counts / np.where(labelled, totals[:, 0], 1.0)[:, None], prior[None, :])
+        self.probas_ = np.where(
+            labelled[:, None], counts / np.where(labelled, totals[:, 0], 1.0)[:, None], prior[None, :]
+        )
         self.labels_ = vote_labels(counts, prior)
         self.labels_[~labelled] = int(np.argmax(prior))
         self.confusions_ = confusions_against(data, self.labels_, smoothing=self.smoothing)
@@ -93,4 +94,3 @@ class MajorityVote(CrowdModel):
         self.fit_seconds_ = time.perf_counter() - t0
         report_progress(progress, 1, 1, 0.0)
         return self
-

@@ -4,6 +4,7 @@ A Dawid-Skene start for the noise layers, shrinkage of individual confusions tow
 pooled one, the omega-mixed per-annotation likelihood and per-item sums of per-annotation
 rows: what both models' posteriors are built from.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -100,9 +101,7 @@ def ds_init(
         post = np.asarray(item_prior, dtype=np.float64).copy()
     flat = a_ann * n_cls + a_lab  # (annotator, label) cell of each annotation
     # Duplicate (cell, item) pairs are summed by the CSR constructor: counts, as bincount did.
-    b = sp.csr_matrix(
-        (np.ones(len(flat)), (flat, a_item)), shape=(n_ann * n_cls, n_items), dtype=np.float64
-    )
+    b = sp.csr_matrix((np.ones(len(flat)), (flat, a_item)), shape=(n_ann * n_cls, n_items), dtype=np.float64)
     bt = b.T.tocsr()
     unlabelled = tot[:, 0] == 0
     conf = pooled = None

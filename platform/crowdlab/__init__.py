@@ -1,4 +1,5 @@
 """Django configuration package of crowdlab (settings, URLs, WSGI, Celery)."""
+
 from __future__ import annotations
 
 from .celery import app as celery_app

@@ -1,4 +1,5 @@
 """The Celery application, configured from Django settings (``CELERY_*``)."""
+
 from __future__ import annotations
 
 import os

@@ -9,6 +9,7 @@
 With ``DATABASE_URL`` / ``CELERY_BROKER_URL`` unset everything runs embedded in
 ``CROWDLAB_HOME`` (README, "Embedded mode").
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,9 +49,11 @@ def _serve(argv: list[str]) -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
     parser.add_argument(
-        "--with-worker", action=argparse.BooleanOptionalAction, default=None,
+        "--with-worker",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="also run the Celery worker with beat (default: only with the embedded broker, "
-             "where no other worker can be running)",
+        "where no other worker can be running)",
     )
     args = parser.parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crowdlab.settings")

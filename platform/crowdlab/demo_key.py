@@ -8,6 +8,7 @@ readable by its owner only, and reuses it, so demo sessions survive a restart.
 ``crowdlab.cli.local_secret_key`` calls this before the settings load; a
 SECRET_KEY in the environment wins.
 """
+
 from __future__ import annotations
 
 import os

@@ -14,6 +14,7 @@ with SIGKILL never drops its pid, which would keep the server up forever and
 make the next last process think it is not last: :func:`_forget_dead_handles`
 removes the pids of processes that no longer exist before we take ours.
 """
+
 from __future__ import annotations
 
 import contextlib

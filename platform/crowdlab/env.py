@@ -3,6 +3,7 @@
 Each helper raises ``ImproperlyConfigured`` naming the variable and the values
 it accepts, so a typo in a deployment never silently falls back to a default.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,9 +33,7 @@ def env_bool(name: str, default: bool) -> bool:
         return True
     if lowered in _FALSE:
         return False
-    raise ImproperlyConfigured(
-        f"{name}={value!r} is not a boolean; use one of 1/0, true/false, yes/no, on/off."
-    )
+    raise ImproperlyConfigured(f"{name}={value!r} is not a boolean; use one of 1/0, true/false, yes/no, on/off.")
 
 
 def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:

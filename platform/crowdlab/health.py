@@ -7,6 +7,7 @@ What they report is deliberately poor: ``ok``/``down`` per service and nothing
 else. The endpoint needs no login, so it must not tell a stranger versions,
 host names or error texts; the reason a check failed goes to the log.
 """
+
 from __future__ import annotations
 
 import logging

@@ -7,6 +7,7 @@ static files. Default: the per-user data folder of ``platformdirs``
 (``~/.local/share/crowdlab`` on Linux), so that a ``pip install``-ed crowdlab
 writes nothing next to its code, which may be read-only.
 """
+
 from __future__ import annotations
 
 import os

@@ -17,6 +17,7 @@ name) and applies to every JSON document a user sends: request bodies (the DRF
 parser, the annotator fast path, the web UI's fetch calls), JSON and JSONL
 uploads, and JSON cells of CSV uploads.
 """
+
 from __future__ import annotations
 
 import json

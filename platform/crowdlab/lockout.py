@@ -7,6 +7,7 @@ crowdlab's client address and crowdlab's answer: 429 Too Many Requests with a
 ``Retry-After`` header, for the login form (``/login/``, ``/admin/login/``) and
 for ``POST /api/auth/token/``.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,9 @@ def wait_in_words(seconds: int) -> str:
     return f"{math.ceil(seconds / 60)} minutes"
 
 
-def lockout_response(request: HttpRequest, original_response: HttpResponse | None = None,
-                     credentials: dict[str, Any] | None = None) -> HttpResponse:
+def lockout_response(
+    request: HttpRequest, original_response: HttpResponse | None = None, credentials: dict[str, Any] | None = None
+) -> HttpResponse:
     """``AXES_LOCKOUT_CALLABLE`` for the login forms: the page with a 429 and ``Retry-After``."""
     seconds = retry_after_seconds(request)
     response = render(

@@ -14,6 +14,7 @@ re-raises what its handler does not know), and ``crowdlab.views.server_error``
 (``handler500``) for errors raised outside views, e.g. by the session middleware saving a
 session. Neither touches the database: the page is rendered without the request context.
 """
+
 from __future__ import annotations
 
 import logging
@@ -68,8 +69,9 @@ class HealthCheckMiddleware:
         else:
             results = health.checks()
             healthy = all(value == "ok" for value in results.values())
-            response = JsonResponse({"status": "ok" if healthy else "unavailable", **results},
-                                    status=200 if healthy else 503)
+            response = JsonResponse(
+                {"status": "ok" if healthy else "unavailable", **results}, status=200 if healthy else 503
+            )
             if request.method == "HEAD":
                 response.content = b""
         # A cached "ok" would hide an outage from the next check.
@@ -104,8 +106,13 @@ def wants_json(request: HttpRequest) -> bool:
 def unavailable_response(request: HttpRequest, exc: BaseException) -> HttpResponse:
     """503 + Retry-After, as JSON for the API and as a small page for people."""
     retry_after = int(getattr(settings, "DATABASE_RETRY_AFTER_S", 5))
-    logger.warning("%s %s: database unavailable (%s: %s); answered 503", request.method, request.path,
-                   type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+    logger.warning(
+        "%s %s: database unavailable (%s: %s); answered 503",
+        request.method,
+        request.path,
+        type(exc).__name__,
+        str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+    )
     if wants_json(request):
         response: HttpResponse = JsonResponse({"detail": UNAVAILABLE_MESSAGE, "retry_after": retry_after}, status=503)
     else:
@@ -132,8 +139,16 @@ class DatabaseUnavailableMiddleware:
 
 # What a response or request carries when a view or template asked for a
 # policy of its own (django-csp's decorators, a nonce): then django-csp decides.
-_PER_RESPONSE = ("_csp_config", "_csp_update", "_csp_replace", "_csp_exempt", "_csp_config_ro",
-                 "_csp_update_ro", "_csp_replace_ro", "_csp_exempt_ro")
+_PER_RESPONSE = (
+    "_csp_config",
+    "_csp_update",
+    "_csp_replace",
+    "_csp_exempt",
+    "_csp_config_ro",
+    "_csp_update_ro",
+    "_csp_replace_ro",
+    "_csp_exempt_ro",
+)
 
 
 class ContentSecurityPolicyMiddleware(CSPMiddleware):

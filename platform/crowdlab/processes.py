@@ -5,6 +5,7 @@ child leads its own session, so the terminal's Ctrl-C reaches only us and we
 stop the children in order; then this process exits, and with the last
 reference gone the embedded PostgreSQL stops too (``crowdlab.embedded``).
 """
+
 from __future__ import annotations
 
 import os
@@ -26,9 +27,17 @@ def worker_options() -> list[str]:
     schedule = settings.CROWDLAB_HOME / "celerybeat-schedule"
     schedule.parent.mkdir(parents=True, exist_ok=True)
     return [
-        "-Q", f"{settings.CELERY_INFERENCE_QUEUE},{settings.CELERY_TASK_DEFAULT_QUEUE}",
-        "--concurrency", "1", "--beat", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-        "--schedule", str(schedule),
+        "-Q",
+        f"{settings.CELERY_INFERENCE_QUEUE},{settings.CELERY_TASK_DEFAULT_QUEUE}",
+        "--concurrency",
+        "1",
+        "--beat",
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+        "--schedule",
+        str(schedule),
     ]
 
 
@@ -56,8 +65,13 @@ def _check_broker(write: Any) -> None:
 
 
 def run_services(
-    *, host: str, port: int, web_workers: int = 2, with_worker: bool = True,
-    out: Any = None, err: Any = None,
+    *,
+    host: str,
+    port: int,
+    web_workers: int = 2,
+    with_worker: bool = True,
+    out: Any = None,
+    err: Any = None,
 ) -> int:
     """Start the worker (if asked) and gunicorn, wait for SIGINT/SIGTERM or a child's exit, stop both.
 
@@ -73,8 +87,22 @@ def run_services(
     commands.append(
         (
             "web",
-            [sys.executable, "-m", "gunicorn", "crowdlab.wsgi:application", "--bind", f"{host}:{port}",
-             "--workers", str(web_workers), "--threads", "2", "--access-logfile", "-", "--graceful-timeout", "5"],
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "crowdlab.wsgi:application",
+                "--bind",
+                f"{host}:{port}",
+                "--workers",
+                str(web_workers),
+                "--threads",
+                "2",
+                "--access-logfile",
+                "-",
+                "--graceful-timeout",
+                "5",
+            ],
         )
     )
     children: list[tuple[str, subprocess.Popen[bytes]]] = []

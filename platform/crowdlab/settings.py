@@ -5,6 +5,7 @@ With ``DATABASE_URL`` unset, crowdlab runs its own PostgreSQL server from the
 ``CELERY_BROKER_URL`` unset, its Celery broker is kombu's filesystem transport
 in ``CROWDLAB_HOME``. Set both for a deployment (PostgreSQL, Redis/RabbitMQ).
 """
+
 from __future__ import annotations
 
 from datetime import timedelta

@@ -26,13 +26,14 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The split view serves Swagger UI's init script as a file of its own
     # (no inline script); its assets come from drf-spectacular-sidecar.
-    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema", template_name="api/swagger_ui.html"),
-         name="api-docs"),
+    path(
+        "api/docs/",
+        SpectacularSwaggerSplitView.as_view(url_name="schema", template_name="api/swagger_ui.html"),
+        name="api-docs",
+    ),
     path(
         "api/redoc/",
-        csp_update(REDOC_CSP)(
-            SpectacularRedocView.as_view(url_name="schema", template_name="api/redoc.html")
-        ),
+        csp_update(REDOC_CSP)(SpectacularRedocView.as_view(url_name="schema", template_name="api/redoc.html")),
         name="api-redoc",
     ),
     path("api/", include("crowdlab.api.urls")),

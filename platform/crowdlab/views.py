@@ -1,4 +1,5 @@
 """Site-wide views that belong to no app: the 404 and 500 handlers."""
+
 from __future__ import annotations
 
 import logging

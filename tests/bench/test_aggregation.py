@@ -1,4 +1,5 @@
 """The aggregation bench's helpers: the symmetric pairing and the gold-trained ceiling."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,7 +27,9 @@ def test_gold_ceiling_learns_from_gold_not_from_the_crowd() -> None:
     # Clean labels on separable clusters: near perfect on the test split.
     assert gold_ceiling(crowd, seed=0) > 0.9
     # Shuffled "gold" breaks it, so the figure really comes from the gold column.
-    shuffled = Crowd("tiny", s.data, np.random.default_rng(0).permutation(s.true_labels), s.test_features, s.test_labels)
+    shuffled = Crowd(
+        "tiny", s.data, np.random.default_rng(0).permutation(s.true_labels), s.test_features, s.test_labels
+    )
     assert gold_ceiling(shuffled, seed=0) < 0.7
 
 

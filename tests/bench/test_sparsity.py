@@ -1,4 +1,5 @@
 """The sparsity sweep's removal step: the share removed and at least one label per item."""
+
 from __future__ import annotations
 
 import numpy as np

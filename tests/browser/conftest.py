@@ -5,6 +5,7 @@ Playwright's sync API runs an asyncio loop in this thread, which Django's
 async-safety check would take for an async context; the ORM calls made here
 are plain synchronous ones, hence ``DJANGO_ALLOW_ASYNC_UNSAFE``.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Admin dashboards in Chromium after a real run on a crowd with a known confusion; access refusals."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -53,9 +54,7 @@ def test_admin_dashboard_shows_the_known_confusion(crowd: Any, new_page: Callabl
 
     common = page.evaluate(READ_HEATMAP, "common-heatmap")
     assert common["x"] == common["y"] == project.class_names
-    assert _cell(common, "street", "inside city") == max(
-        c["v"] for c in common["cells"] if c["x"] != c["y"]
-    )
+    assert _cell(common, "street", "inside city") == max(c["v"] for c in common["cells"] if c["x"] != c["y"])
     expect(page.locator("#confused-pairs li").first).to_contain_text("street → inside city")
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 

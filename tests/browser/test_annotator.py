@@ -1,4 +1,5 @@
 """The labelling page in Chromium: keyboard only, no reloads, undo, phone size."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -35,13 +36,21 @@ def _project(*, n_items: int = 8, confirm: bool = False) -> tuple[Project, Any]:
     make_requester(owner)
     annotator = UserFactory(username="ann")
     project = Project.objects.create(
-        owner=owner, name="City scenes", classes=CLASSES, k=3, instructions=INSTRUCTIONS,
-        require_confirmation=confirm, retrain_every_n=10_000, retrain_every_minutes=10_000,
+        owner=owner,
+        name="City scenes",
+        classes=CLASSES,
+        k=3,
+        instructions=INSTRUCTIONS,
+        require_confirmation=confirm,
+        retrain_every_n=10_000,
+        retrain_every_minutes=10_000,
     )
     Membership.objects.create(project=project, user=annotator)
     for i in range(n_items):
         Item.objects.create(
-            project=project, external_id=f"scene-{i}", kind=ItemKind.TEXT,
+            project=project,
+            external_id=f"scene-{i}",
+            kind=ItemKind.TEXT,
             text=f"Scene {i}: a narrow lane between tall houses.\nSecond line: cars parked on the left.",
         )
     return project, annotator
@@ -91,7 +100,16 @@ def test_annotator_labels_five_items_by_keyboard_only(new_page: Callable[..., Pa
     stored = dict(Annotation.objects.filter(project=project).values_list("item__external_id", "label"))
     assert stored == expected
     assert Annotation.objects.filter(project=project, annotator=annotator).count() == 5
-    assert sorted(Item.objects.filter(project=project).values_list("n_annotations", flat=True)) == [0, 0, 0, 1, 1, 1, 1, 1]
+    assert sorted(Item.objects.filter(project=project).values_list("n_annotations", flat=True)) == [
+        0,
+        0,
+        0,
+        1,
+        1,
+        1,
+        1,
+        1,
+    ]
 
 
 def test_confirmation_skip_and_undo_by_keyboard(new_page: Callable[..., Page]) -> None:
@@ -125,7 +143,9 @@ def test_confirmation_skip_and_undo_by_keyboard(new_page: Callable[..., Page]) -
 
 def test_labelling_page_on_a_phone(new_page: Callable[..., Page]) -> None:
     project, annotator = _project(n_items=3)
-    page = new_page(annotator, viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
+    page = new_page(
+        annotator, viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True
+    )
     page.goto(f"/p/{project.pk}/label/")
     first = _wait_for_task(page, None)
     page.locator("#instructions summary").tap()
@@ -141,10 +161,16 @@ def test_labelling_page_on_a_phone(new_page: Callable[..., Page]) -> None:
 
 def test_json_and_audio_items_render(new_page: Callable[..., Page]) -> None:
     project, annotator = _project(n_items=0)
-    Item.objects.create(project=project, external_id="j1", kind=ItemKind.JSON,
-                        data={"title": "<b>not html</b>", "tags": ["a", "b"]})
-    Item.objects.create(project=project, external_id="a1", kind=ItemKind.AUDIO,
-                        url="https://example.org/clip.mp3", text="Listen to the clip.")
+    Item.objects.create(
+        project=project, external_id="j1", kind=ItemKind.JSON, data={"title": "<b>not html</b>", "tags": ["a", "b"]}
+    )
+    Item.objects.create(
+        project=project,
+        external_id="a1",
+        kind=ItemKind.AUDIO,
+        url="https://example.org/clip.mp3",
+        text="Listen to the clip.",
+    )
     page = new_page(annotator)
     page.goto(f"/p/{project.pk}/label/")
     first = _wait_for_task(page, None)

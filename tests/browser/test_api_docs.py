@@ -1,6 +1,7 @@
 """/api/docs/ (Swagger UI) and /api/redoc/ in Chromium on a closed network:
 every request that leaves the site is refused, and the pages still render the
 schema, from files the site serves itself (drf-spectacular-sidecar)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -5,6 +5,7 @@ page's charts, the dashboards, the results bars, the API docs, the admin) and
 nothing is refused on them (``new_page`` fails a test whose pages had anything
 refused); and it really stops injected inline script.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -80,7 +81,9 @@ def test_requester_pages_and_their_charts_work_under_the_csp(scene: Any, new_pag
 
 
 def test_labelling_an_uploaded_image_works_under_the_csp(
-    new_page: Callable[..., Page], settings: Any, tmp_path: Path,
+    new_page: Callable[..., Page],
+    settings: Any,
+    tmp_path: Path,
 ) -> None:
     settings.MEDIA_ROOT = tmp_path
     owner = UserFactory(username="img_owner")
@@ -89,7 +92,8 @@ def test_labelling_an_uploaded_image_works_under_the_csp(
     project, _, _ = make_confused_crowd(owner=owner, n_items=0, name="Images")
     Membership.objects.create(project=project, user=annotator)
     item = item_create_with_file(
-        project=project, external_id="photo-1",
+        project=project,
+        external_id="photo-1",
         image=SimpleUploadedFile("photo.html", image_bytes("PNG", size=(64, 48)), "text/html"),
     )
 
@@ -98,7 +102,9 @@ def test_labelling_an_uploaded_image_works_under_the_csp(
     image = page.locator("#item-body img.item-image")
     expect(image).to_be_visible()
     # The image was loaded and decoded from the media view (img-src 'self').
-    page.wait_for_function("() => { const i = document.querySelector('img.item-image'); return i && i.complete && i.naturalWidth === 64; }")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('img.item-image'); return i && i.complete && i.naturalWidth === 64; }"
+    )
     assert image.get_attribute("src") == f"/p/{project.pk}/items/{item.pk}/media/"
     page.keyboard.press("1")
     expect(page.locator("#count-total")).to_have_text("1")

@@ -7,6 +7,7 @@ gone), a lapsed lease (the item went to someone else). A 500 and a 503 are
 answered by the browser's router with the bodies the server (our 500 page) or
 a proxy would send: the page must tell them apart by status, whatever the body.
 """
+
 from __future__ import annotations
 
 import re
@@ -34,7 +35,9 @@ PROXY_503 = "<html><head><title>503 Service Temporarily Unavailable</title></hea
 
 
 def _answer_500(page: Page, project: Any) -> None:
-    page.route(SUBMIT, lambda route: route.fulfill(status=500, content_type="text/html", body=render_to_string("500.html")))
+    page.route(
+        SUBMIT, lambda route: route.fulfill(status=500, content_type="text/html", body=render_to_string("500.html"))
+    )
 
 
 def _answer_503(page: Page, project: Any) -> None:
@@ -65,22 +68,32 @@ def _lose_the_lease(page: Page, project: Any) -> None:
 
 # cause: (set it up, what the message must say, how the page offers to redo it)
 CAUSES: dict[str, tuple[Callable[[Page, Any], None], str, str]] = {
-    "500": (_answer_500, "the server had an internal error (500). Try again; if it keeps failing, tell the project's owner.", "retry"),
+    "500": (
+        _answer_500,
+        "the server had an internal error (500). Try again; if it keeps failing, tell the project's owner.",
+        "retry",
+    ),
     "503": (_answer_503, "the server is unavailable right now (503). Wait a moment, then try again.", "retry"),
     "network": (_go_offline, "no connection to the server (network error", "retry"),
     "session": (_expire_session, "your session has expired. Log in again, then label this item again.", "login"),
-    "403-csrf": (_drop_csrf_cookie, "not allowed (403): this page's security token is missing or out of date. "
-                 "Reload the page, then label this item again.", "reload"),
-    "403-lease": (_lose_the_lease, "not allowed (403): Your lease on this item expired and it went to other "
-                  "annotators; get a new task. A new item is shown.", "new item"),
+    "403-csrf": (
+        _drop_csrf_cookie,
+        "not allowed (403): this page's security token is missing or out of date. "
+        "Reload the page, then label this item again.",
+        "reload",
+    ),
+    "403-lease": (
+        _lose_the_lease,
+        "not allowed (403): Your lease on this item expired and it went to other "
+        "annotators; get a new task. A new item is shown.",
+        "new item",
+    ),
 }
 PHRASES = ["internal error", "unavailable", "no connection", "session has expired", "security token", "lease"]
 
 
 @pytest.mark.parametrize("cause", list(CAUSES))
-def test_each_failure_is_worded_by_its_cause_and_the_key_is_not_lost(
-    cause: str, new_page: Callable[..., Page]
-) -> None:
+def test_each_failure_is_worded_by_its_cause_and_the_key_is_not_lost(cause: str, new_page: Callable[..., Page]) -> None:
     setup, message, remedy = CAUSES[cause]
     project, annotator = labelling_project(k=1)
     page = open_labelling(new_page, project, annotator)

@@ -1,5 +1,6 @@
 """The labelling page in Chromium: keys pressed during a submit are queued, not
 dropped; keys that mean nothing flash a hint; ? lists every shortcut."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -32,8 +33,13 @@ def labelling_project(*, n_items: int = 8, confirm: bool = False, k: int = 3) ->
     make_requester(owner)
     annotator = UserFactory(username="ann")
     project = Project.objects.create(
-        owner=owner, name="City scenes", classes=CLASSES, k=k, require_confirmation=confirm,
-        retrain_every_n=10_000, retrain_every_minutes=10_000,
+        owner=owner,
+        name="City scenes",
+        classes=CLASSES,
+        k=k,
+        require_confirmation=confirm,
+        retrain_every_n=10_000,
+        retrain_every_minutes=10_000,
     )
     Membership.objects.create(project=project, user=annotator)
     for i in range(n_items):
@@ -97,16 +103,30 @@ def test_a_burst_of_five_keys_saves_five_labels_in_order(new_page: Callable[...,
     page.wait_for_function("() => !document.body.dataset.busy && document.body.dataset.state === 'ready'")
     expect(page.get_by_test_id("queue-info")).to_be_hidden()
 
-    rows = list(Annotation.objects.filter(project=project, annotator=annotator).order_by("id")
-                .values_list("label", "item__external_id"))
+    rows = list(
+        Annotation.objects.filter(project=project, annotator=annotator)
+        .order_by("id")
+        .values_list("label", "item__external_id")
+    )
     # Each key applied in order, each to the next item as it arrived: the
     # items in the order they were leased, one label each.
     assert [label for label, _ in rows] == ["street", "inside city", "forest", "coast", "street"]
-    leased = list(Assignment.objects.filter(annotator=annotator).order_by("id").values_list("item__external_id", flat=True))
+    leased = list(
+        Assignment.objects.filter(annotator=annotator).order_by("id").values_list("item__external_id", flat=True)
+    )
     assert [item for _, item in rows] == leased[:5]
     assert len(leased) == 6  # and the sixth item is the one now shown
     expect(page.locator("#item-id")).to_have_text(f"Item {leased[5]}")
-    assert sorted(Item.objects.filter(project=project).values_list("n_annotations", flat=True)) == [0, 0, 0, 1, 1, 1, 1, 1]
+    assert sorted(Item.objects.filter(project=project).values_list("n_annotations", flat=True)) == [
+        0,
+        0,
+        0,
+        1,
+        1,
+        1,
+        1,
+        1,
+    ]
 
 
 def test_a_burst_with_confirmation_and_undo_applies_in_order(new_page: Callable[..., Page]) -> None:
@@ -126,7 +146,9 @@ def test_a_burst_with_confirmation_and_undo_applies_in_order(new_page: Callable[
     expect(page.locator("#count-total")).to_have_text("1")
     expect(page.locator("#count-session")).to_have_text("1")
     # The second label (forest) was undone: its item is back, the first stays.
-    assert list(Annotation.objects.values_list("item__external_id", "label")) == [(first.removeprefix("Item "), "inside city")]
+    assert list(Annotation.objects.values_list("item__external_id", "label")) == [
+        (first.removeprefix("Item "), "inside city")
+    ]
     expect(page.locator("#status")).to_have_text("Undone: label this item again.")
 
 
@@ -160,9 +182,15 @@ def test_question_mark_shows_every_shortcut(new_page: Callable[..., Page]) -> No
     expect(overlay).to_be_visible()
     rows = [" ".join(row.split()) for row in overlay.locator("tr").all_inner_texts()]
     assert rows == [
-        "1 select “street”", "2 select “inside city”", "f select “forest”", "4 select “coast”",
-        "Enter save the selected class", "S skip this item", "U undo your last label (within 10 s)",
-        "? show or hide this list", "Esc close this list",
+        "1 select “street”",
+        "2 select “inside city”",
+        "f select “forest”",
+        "4 select “coast”",
+        "Enter save the selected class",
+        "S skip this item",
+        "U undo your last label (within 10 s)",
+        "? show or hide this list",
+        "Esc close this list",
     ]
     page.screenshot(path=str(ARTIFACTS / "label-shortcuts.png"))
     # While the list covers the item, keys do not select or label anything.

@@ -1,4 +1,5 @@
 """A requester creates a project through the form, then edits it."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -32,7 +33,11 @@ def test_requester_creates_and_edits_a_project(new_page: Callable[..., Page]) ->
     page.click("form.form-grid button[type=submit]")
     expect(page.locator("h1")).to_have_text("Street scenes")
     project = Project.objects.get(owner=owner)
-    assert project.classes == [{"name": "street", "key": "q"}, {"name": "inside city", "key": "w"}, {"name": "forest", "key": None}]
+    assert project.classes == [
+        {"name": "street", "key": "q"},
+        {"name": "inside city", "key": "w"},
+        {"name": "forest", "key": None},
+    ]
     assert (project.k, project.model, project.require_confirmation) == (4, "ds", True)
 
     page.click(".subnav >> text=Settings")

@@ -1,4 +1,5 @@
 """Requester pages in Chromium: upload with a bad row, run now with progress, CSV download."""
+
 from __future__ import annotations
 
 import csv
@@ -39,7 +40,9 @@ def test_upload_with_one_bad_row_shows_the_error_and_imports_nothing(new_page: C
         "new-2,a pine forest,jungle\n"  # row 2: not a class
         "new-3,waves on the rocks,coast\n"
     )
-    page.set_input_files("input[name='items-file']", files=[{"name": "items.csv", "mimeType": "text/csv", "buffer": content.encode()}])
+    page.set_input_files(
+        "input[name='items-file']", files=[{"name": "items.csv", "mimeType": "text/csv", "buffer": content.encode()}]
+    )
     page.click("#upload-items")
     errors = page.locator("#import-errors")
     expect(errors).to_be_visible()
@@ -102,9 +105,7 @@ def test_run_now_progress_then_csv_download_matches_the_database(new_page: Calla
     download = info.value
     assert download.suggested_filename.endswith(".csv")
     rows = list(csv.DictReader(io.StringIO(download.path().read_text(encoding="utf-8"))))
-    stored = {
-        agg.item.external_id: agg for agg in AggregatedLabel.objects.filter(run=run).select_related("item")
-    }
+    stored = {agg.item.external_id: agg for agg in AggregatedLabel.objects.filter(run=run).select_related("item")}
     assert len(rows) == Item.objects.filter(project=project).count() == len(stored) == 40
     for row in rows:
         agg = stored[row["item"]]

@@ -1,4 +1,5 @@
 """The compose file's healthchecks, run for real where this machine can run them."""
+
 from __future__ import annotations
 
 import os
@@ -49,7 +50,6 @@ def test_worker_healthcheck_fails_when_its_node_does_not_answer() -> None:
     argv = shlex.split(shell.replace("$$HOSTNAME", "crowdlab-ui-no-such-worker").replace("/app/platform", "platform"))
     assert argv[:3] == ["celery", "-A", "crowdlab"] and "ping" in argv
     env = {**os.environ, "CELERY_BROKER_URL": TEST_BROKER_URL}
-    ping = subprocess.run([sys.executable, "-m", *argv], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=60)
+    ping = subprocess.run([sys.executable, "-m", *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert ping.returncode != 0
     assert "No nodes replied" in ping.stdout + ping.stderr

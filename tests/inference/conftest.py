@@ -1,4 +1,5 @@
 """Small crowds for the inference tests (no database: inference/ never touches Django)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -31,9 +31,7 @@ i4,dave,dog
 def crowd_dir(tmp_path: Path) -> Path:
     (tmp_path / "A.csv").write_text(ANNOTATIONS)
     # i5 is in the features but nobody labelled it: it must still be in labels.csv.
-    (tmp_path / "F.csv").write_text(
-        "item,f1,f2\ni1,0.1,1.0\ni2,0.9,0.2\ni3,0.2,0.8\ni4,0.8,0.1\ni5,0.5,0.5\n"
-    )
+    (tmp_path / "F.csv").write_text("item,f1,f2\ni1,0.1,1.0\ni2,0.9,0.2\ni3,0.2,0.8\ni4,0.8,0.1\ni5,0.5,0.5\n")
     (tmp_path / "G.csv").write_text("item,label\ni1,cat\ni2,dog\ni3,cat\ni4,cat\n")
     return tmp_path
 
@@ -42,15 +40,32 @@ def _run(*args: str | Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "inference", *map(str, args)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
 def test_fit_end_to_end_subprocess(crowd_dir: Path):
     out = crowd_dir / "out"
     proc = _run(
-        "fit", "--annotations", crowd_dir / "A.csv", "--model", "ds", "--out", out,
-        "--features", crowd_dir / "F.csv", "--gold", crowd_dir / "G.csv", "--seed", "3", "--epochs", "20",
+        "fit",
+        "--annotations",
+        crowd_dir / "A.csv",
+        "--model",
+        "ds",
+        "--out",
+        out,
+        "--features",
+        crowd_dir / "F.csv",
+        "--gold",
+        crowd_dir / "G.csv",
+        "--seed",
+        "3",
+        "--epochs",
+        "20",
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "accuracy: 0.7500 (4 items with gold)"
@@ -103,9 +118,23 @@ def test_crowdkit_header_and_npy_features(tmp_path: Path, crowd_dir: Path, capsy
     np.save(tmp_path / "F.npy", np.arange(10, dtype=np.float64).reshape(5, 2))
     (tmp_path / "I.txt").write_text("i5\ni4\ni3\ni2\ni1\n")
     out = tmp_path / "out"
-    rc = main(["fit", "--annotations", str(tmp_path / "A.csv"), "--model", "mv", "--out", str(out),
-               "--features", str(tmp_path / "F.npy"), "--items", str(tmp_path / "I.txt"),
-               "--gold", str(crowd_dir / "G.csv")])
+    rc = main(
+        [
+            "fit",
+            "--annotations",
+            str(tmp_path / "A.csv"),
+            "--model",
+            "mv",
+            "--out",
+            str(out),
+            "--features",
+            str(tmp_path / "F.npy"),
+            "--items",
+            str(tmp_path / "I.txt"),
+            "--gold",
+            str(crowd_dir / "G.csv"),
+        ]
+    )
     assert rc == 0
     assert capsys.readouterr().out.startswith("accuracy: 0.7500")
     with (out / "labels.csv").open() as fh:
@@ -120,8 +149,22 @@ def test_text_features_input(tmp_path: Path):
         w.writerow(["item", "text"])
         w.writerows([(f"i{k + 1}", t) for k, t in enumerate(texts)])
     out = tmp_path / "out"
-    assert main(["fit", "--annotations", str(tmp_path / "A.csv"), "--model", "ds", "--out", str(out),
-                 "--texts", str(tmp_path / "T.csv")]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--annotations",
+                str(tmp_path / "A.csv"),
+                "--model",
+                "ds",
+                "--out",
+                str(out),
+                "--texts",
+                str(tmp_path / "T.csv"),
+            ]
+        )
+        == 0
+    )
     run = json.loads((out / "run.json").read_text())
     assert run["counts"]["items"] == 5 and run["counts"]["labelled_items"] == 4
 
@@ -140,7 +183,11 @@ def _error_line(capsys) -> str:
         ({"F.csv": "item,f1\ni1,0.1\ni2,abc\n"}, ["--features", "F.csv"], "'abc' is not a number"),
         ({"F.csv": "id,f1\ni1,0.1\n"}, ["--features", "F.csv"], "must start with an 'item' column"),
         ({"F.csv": "item,f1\ni1,0.1\ni2,0.2\n"}, ["--features", "F.csv"], "annotated item(s) have no feature row"),
-        ({"F.npy": None, "I.txt": "i1\ni2\ni3\n"}, ["--features", "F.npy", "--items", "I.txt"], "features have 5 rows but 3 item ids"),
+        (
+            {"F.npy": None, "I.txt": "i1\ni2\ni3\n"},
+            ["--features", "F.npy", "--items", "I.txt"],
+            "features have 5 rows but 3 item ids",
+        ),
         ({"F.npy": None}, ["--features", "F.npy"], "needs --items"),
         ({"F.csv": "item,f1\ni1,nan\ni2,1\ni3,1\ni4,1\n"}, ["--features", "F.csv"], "NaN or inf"),
         ({"G.csv": "item\ni1\n"}, ["--gold", "G.csv"], "lacks column(s) label"),
@@ -148,10 +195,23 @@ def _error_line(capsys) -> str:
         ({}, ["--param", "bogus=1"], "--param expects NAME=VALUE"),
         ({}, ["--features", "missing.csv"], "does not exist"),
     ],
-    ids=["unknown-model", "bad-number", "no-item-column", "missing-feature-row", "npy-row-mismatch",
-         "npy-without-items", "nan-feature", "gold-missing-column", "bad-epochs", "bad-param", "missing-file"],
+    ids=[
+        "unknown-model",
+        "bad-number",
+        "no-item-column",
+        "missing-feature-row",
+        "npy-row-mismatch",
+        "npy-without-items",
+        "nan-feature",
+        "gold-missing-column",
+        "bad-epochs",
+        "bad-param",
+        "missing-file",
+    ],
 )
-def test_malformed_input_one_line_exit_2(tmp_path: Path, capsys, files: dict[str, str | None], args: list[str], message: str):
+def test_malformed_input_one_line_exit_2(
+    tmp_path: Path, capsys, files: dict[str, str | None], args: list[str], message: str
+):
     (tmp_path / "A.csv").write_text(ANNOTATIONS)
     for name, content in files.items():
         if content is None:
@@ -192,8 +252,14 @@ def test_mv_and_ds_runs_do_not_import_torch(crowd_dir: Path):
         f"rc = main(['fit', '--annotations', {str(crowd_dir / 'A.csv')!r}, '--model', 'ds', "
         f"'--out', {str(crowd_dir / 'o')!r}]); print(rc, 'torch' in sys.modules)"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.stdout.split() == ["0", "False"], proc.stderr
 
 

@@ -1,4 +1,5 @@
 """CoNAL: recovery of a known common confusion, edge cases, determinism, warm start, checkpoints."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -119,8 +120,12 @@ def test_crowd_without_features_works_and_is_no_worse_than_ds() -> None:
     s = make_synthetic_crowd(n_items=2000, n_test=10, common_share=0.0, seed=4)
     d = s.data
     bare = CrowdData(
-        items=d.items, annotators=d.annotators, classes=d.classes,
-        item_idx=d.item_idx, annotator_idx=d.annotator_idx, label_idx=d.label_idx,
+        items=d.items,
+        annotators=d.annotators,
+        classes=d.classes,
+        item_idx=d.item_idx,
+        annotator_idx=d.annotator_idx,
+        label_idx=d.label_idx,
     )
     m = CoNAL(seed=0, **FAST).fit(bare)
     ds = (DawidSkene().fit_predict(bare) == s.true_labels).mean()
@@ -159,9 +164,7 @@ def test_seed_determinism(crowd: SyntheticCrowd) -> None:
     assert not np.array_equal(a.probas_, c.probas_)
 
 
-def test_warm_start_matches_ids_adds_annotator_and_uses_fewer_epochs(
-    crowd: SyntheticCrowd, fitted: CoNAL
-) -> None:
+def test_warm_start_matches_ids_adds_annotator_and_uses_fewer_epochs(crowd: SyntheticCrowd, fitted: CoNAL) -> None:
     d = crowd.data
     # 1% new annotations from a brand-new annotator, on the first items; the order of the
     # annotator list changes too, so matching must go by id.
@@ -173,7 +176,9 @@ def test_warm_start_matches_ids_adds_annotator_and_uses_fewer_epochs(
     old_to_new = {a: annotators.index(a) for a in d.annotators}
     ann_idx = np.array([old_to_new[d.annotators[r]] for r in d.annotator_idx], dtype=np.int64)
     grown = CrowdData(
-        items=d.items, annotators=annotators, classes=d.classes,
+        items=d.items,
+        annotators=annotators,
+        classes=d.classes,
         item_idx=np.concatenate([d.item_idx, new_items]),
         annotator_idx=np.concatenate([ann_idx, np.zeros(n_new, dtype=np.int64)]),
         label_idx=np.concatenate([d.label_idx, new_labels]),
@@ -274,8 +279,14 @@ def test_weight_decay_rule_follows_the_data_shape() -> None:
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(label_weight=1.5), dict(label_weight=-0.1), dict(holdout=1.0), dict(holdout=-0.1),
-     dict(probe_items=1), dict(probe_folds=0)],
+    [
+        dict(label_weight=1.5),
+        dict(label_weight=-0.1),
+        dict(holdout=1.0),
+        dict(holdout=-0.1),
+        dict(probe_items=1),
+        dict(probe_folds=0),
+    ],
 )
 def test_bad_label_weight_and_holdout_raise(kw: dict) -> None:
     with pytest.raises(ValueError):

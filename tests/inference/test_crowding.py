@@ -1,5 +1,6 @@
 """CrowdInG: pure helpers (LCA adjacency, selection sampler), fitted outputs, generated
 annotations, determinism, checkpoints/warm start and the CLI end to end."""
+
 from __future__ import annotations
 
 import csv
@@ -28,9 +29,7 @@ from inference.synthetic import SyntheticCrowd, make_synthetic_crowd
 torch.set_num_threads(1)
 
 # A short schedule: every phase runs, a fit takes a second or two on one shared core.
-FAST = dict(
-    num_threads=1, pretrain_epochs=6, gd_pretrain_epochs=1, crowding_epochs=2, inner_steps=2, max_pairs=3000
-)
+FAST = dict(num_threads=1, pretrain_epochs=6, gd_pretrain_epochs=1, crowding_epochs=2, inner_steps=2, max_pairs=3000)
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +38,17 @@ def crowd() -> SyntheticCrowd:
     # Milder noise than the generator's defaults (individual strength 0.7) so that a
     # two-epoch schedule is clearly above chance.
     return make_synthetic_crowd(
-        n_items=600, n_test=200, n_annotators=12, n_classes=4, n_features=8, labels_per_item=2.2,
-        individual_strength=0.3, common_strength=0.4, common_share=0.2, class_sep=1.0, seed=3,
+        n_items=600,
+        n_test=200,
+        n_annotators=12,
+        n_classes=4,
+        n_features=8,
+        labels_per_item=2.2,
+        individual_strength=0.3,
+        common_strength=0.4,
+        common_share=0.2,
+        class_sep=1.0,
+        seed=3,
     )
 
 
@@ -199,8 +207,9 @@ def test_checkpoint_round_trip_and_warm_start(crowd: SyntheticCrowd, fitted: Cro
     items = [d.items[i] for i in d.item_idx] + [d.items[0], d.items[1]]
     anns = [d.annotators[r] for r in d.annotator_idx] + ["newcomer", "newcomer"]
     labels = [d.classes[y] for y in d.label_idx] + [d.classes[0], d.classes[1]]
-    data2 = CrowdData.from_records((items, anns, labels), items=list(d.items), classes=list(d.classes),
-                                   features=d.features)
+    data2 = CrowdData.from_records(
+        (items, anns, labels), items=list(d.items), classes=list(d.classes), features=d.features
+    )
     warm = CrowdInG(seed=0, warm_min_annotations=0, **FAST).fit(data2, init=loaded)
     assert warm.fit_mode_ == "warm"
     assert warm.n_epochs_ == warm.warm_pretrain_epochs + warm.warm_crowding_epochs
@@ -215,8 +224,14 @@ def test_checkpoint_round_trip_and_warm_start(crowd: SyntheticCrowd, fitted: Cro
 def test_without_features_uses_item_embeddings() -> None:
     s = make_synthetic_crowd(n_items=300, n_test=10, n_annotators=8, n_classes=3, n_features=4, seed=2)
     d = s.data
-    data = CrowdData(items=d.items, annotators=d.annotators, classes=d.classes, item_idx=d.item_idx,
-                     annotator_idx=d.annotator_idx, label_idx=d.label_idx)
+    data = CrowdData(
+        items=d.items,
+        annotators=d.annotators,
+        classes=d.classes,
+        item_idx=d.item_idx,
+        annotator_idx=d.annotator_idx,
+        label_idx=d.label_idx,
+    )
     model = CrowdInG(seed=0, **FAST).fit(data)
     np.testing.assert_allclose(model.probas_.sum(1), 1.0, atol=1e-9)
     with pytest.raises(ValueError, match="without features"):
@@ -225,21 +240,43 @@ def test_without_features_uses_item_embeddings() -> None:
 
 # ---------------------------------------------------------------------- CLI
 def test_cli_end_to_end_writes_generated_csv(tmp_path: Path) -> None:
-    s = make_synthetic_crowd(n_items=80, n_test=10, n_annotators=6, n_classes=3, n_features=4,
-                             labels_per_item=1.5, seed=4)
+    s = make_synthetic_crowd(
+        n_items=80, n_test=10, n_annotators=6, n_classes=3, n_features=4, labels_per_item=1.5, seed=4
+    )
     d = s.data
     with (tmp_path / "A.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["item", "annotator", "label"])
-        w.writerows((d.items[i], d.annotators[r], d.classes[y]) for i, r, y in zip(d.item_idx, d.annotator_idx, d.label_idx, strict=True))
+        w.writerows(
+            (d.items[i], d.annotators[r], d.classes[y])
+            for i, r, y in zip(d.item_idx, d.annotator_idx, d.label_idx, strict=True)
+        )
     np.save(tmp_path / "F.npy", d.features)
     (tmp_path / "I.txt").write_text("\n".join(d.items) + "\n")
     out = tmp_path / "out"
-    rc = main([
-        "fit", "--annotations", str(tmp_path / "A.csv"), "--model", "crowding", "--out", str(out),
-        "--features", str(tmp_path / "F.npy"), "--items", str(tmp_path / "I.txt"), "--epochs", "2",
-        "--param", "pretrain_epochs=5", "--param", "inner_steps=2", "--param", "num_threads=1",
-    ])
+    rc = main(
+        [
+            "fit",
+            "--annotations",
+            str(tmp_path / "A.csv"),
+            "--model",
+            "crowding",
+            "--out",
+            str(out),
+            "--features",
+            str(tmp_path / "F.npy"),
+            "--items",
+            str(tmp_path / "I.txt"),
+            "--epochs",
+            "2",
+            "--param",
+            "pretrain_epochs=5",
+            "--param",
+            "inner_steps=2",
+            "--param",
+            "num_threads=1",
+        ]
+    )
     assert rc == 0
     with (out / "generated.csv").open(newline="") as fh:
         reader = csv.reader(fh)

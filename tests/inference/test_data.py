@@ -30,7 +30,9 @@ def test_column_form_matches_records(tiny_records):
 
 def test_counts_and_unlabelled_items_and_unused_class(tiny_records):
     data = CrowdData.from_records(
-        tiny_records, classes=["cat", "dog", "owl"], items=["i0", "i1", "i2", "i3", "i4"],
+        tiny_records,
+        classes=["cat", "dog", "owl"],
+        items=["i0", "i1", "i2", "i3", "i4"],
         features=np.arange(10, dtype=np.float32).reshape(5, 2),
     )
     counts = data.counts()
@@ -117,6 +119,10 @@ def test_ids_are_strings():
 def test_direct_construction_checks_ranges():
     with pytest.raises(ValueError, match="label_idx has values outside"):
         CrowdData(
-            items=("i",), annotators=("a",), classes=("x", "y"),
-            item_idx=np.array([0]), annotator_idx=np.array([0]), label_idx=np.array([2]),
+            items=("i",),
+            annotators=("a",),
+            classes=("x", "y"),
+            item_idx=np.array([0]),
+            annotator_idx=np.array([0]),
+            label_idx=np.array([2]),
         )

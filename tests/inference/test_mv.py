@@ -21,9 +21,7 @@ def test_majority_and_deterministic_ties(tiny_records):
 
 
 def test_tie_goes_to_overall_more_frequent_class():
-    data = CrowdData.from_records(
-        [("t", "a", "x"), ("t", "b", "y"), ("u", "a", "y"), ("u", "b", "y")]
-    )
+    data = CrowdData.from_records([("t", "a", "x"), ("t", "b", "y"), ("u", "a", "y"), ("u", "b", "y")])
     mv = MajorityVote().fit(data)
     assert data.classes[mv.labels_[0]] == "y"  # y has 3 labels overall, x has 1
 

@@ -1,4 +1,5 @@
 """The warm-or-cold decision every model makes when it is offered a previous fit."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,8 +26,12 @@ SHORT = {
 def _take(data: CrowdData, n: int) -> CrowdData:
     """The first ``n`` annotations (every item and annotator kept)."""
     return CrowdData(
-        items=data.items, annotators=data.annotators, classes=data.classes,
-        item_idx=data.item_idx[:n], annotator_idx=data.annotator_idx[:n], label_idx=data.label_idx[:n],
+        items=data.items,
+        annotators=data.annotators,
+        classes=data.classes,
+        item_idx=data.item_idx[:n],
+        annotator_idx=data.annotator_idx[:n],
+        label_idx=data.label_idx[:n],
         features=data.features,
     )
 
@@ -76,23 +81,35 @@ def test_a_cold_fit_after_a_refused_warm_start_equals_a_plain_cold_fit(crowd: Cr
 def test_changed_classes_or_feature_width_force_a_cold_fit(crowd: CrowdData) -> None:
     base = CoNAL(seed=0, **FAST).fit(crowd)
     renamed = CrowdData(
-        items=crowd.items, annotators=crowd.annotators, classes=("a", "b", "z"),
-        item_idx=crowd.item_idx, annotator_idx=crowd.annotator_idx, label_idx=crowd.label_idx,
+        items=crowd.items,
+        annotators=crowd.annotators,
+        classes=("a", "b", "z"),
+        item_idx=crowd.item_idx,
+        annotator_idx=crowd.annotator_idx,
+        label_idx=crowd.label_idx,
         features=crowd.features,
     )
     assert CoNAL(seed=0, **FAST).fit(renamed, init=base).fit_reason_ == "the project's classes changed"
     assert crowd.features is not None
     wider = CrowdData(
-        items=crowd.items, annotators=crowd.annotators, classes=crowd.classes,
-        item_idx=crowd.item_idx, annotator_idx=crowd.annotator_idx, label_idx=crowd.label_idx,
+        items=crowd.items,
+        annotators=crowd.annotators,
+        classes=crowd.classes,
+        item_idx=crowd.item_idx,
+        annotator_idx=crowd.annotator_idx,
+        label_idx=crowd.label_idx,
         features=np.hstack([crowd.features, crowd.features[:, :1]]),
     )
     refit = CoNAL(seed=0, **FAST).fit(wider, init=base)
     assert refit.fit_mode_ == "cold" and refit.fit_reason_ == "the item features changed width (5 -> 6)"
     # New items (the platform re-standardises features over all of them) count like labels.
     more_items = CrowdData(
-        items=(*crowd.items, *[f"new{i}" for i in range(9)]), annotators=crowd.annotators, classes=crowd.classes,
-        item_idx=crowd.item_idx, annotator_idx=crowd.annotator_idx, label_idx=crowd.label_idx,
+        items=(*crowd.items, *[f"new{i}" for i in range(9)]),
+        annotators=crowd.annotators,
+        classes=crowd.classes,
+        item_idx=crowd.item_idx,
+        annotator_idx=crowd.annotator_idx,
+        label_idx=crowd.label_idx,
         features=np.vstack([crowd.features, crowd.features[:9]]),
     )
     grown = CoNAL(seed=0, **FAST).fit(more_items, init=base)

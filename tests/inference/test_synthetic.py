@@ -1,4 +1,5 @@
 """The synthetic crowd generator (section 2.1.5): truth, confusions, omega share, activity."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,9 +36,7 @@ def test_mean_omega_hits_the_target_share_and_zero_means_no_common_noise() -> No
 
 
 def test_labels_follow_the_chosen_confusion_matrix() -> None:
-    s = make_synthetic_crowd(
-        n_items=6000, common_share=0.5, common_strength=0.6, individual_strength=0.7, seed=2
-    )
+    s = make_synthetic_crowd(n_items=6000, common_share=0.5, common_strength=0.6, individual_strength=0.7, seed=2)
     d = s.data
     z = s.true_labels[d.item_idx]
     # Among common-noise annotations the label keeps the true class with prob 1 - 0.6.

@@ -9,13 +9,13 @@ no relation to ``project``), ``annotator`` (member of ``project``),
 in ``expected`` (in its order: put destructive owner calls last) and asserts
 the status code, e.g.::
 
-    assert_matrix("get", url, {"anonymous": 401, "annotator": 403,
-                               "other_requester": 404, "owner": 200, "admin": 200})
+    assert_matrix("get", url, {"anonymous": 401, "annotator": 403, "other_requester": 404, "owner": 200, "admin": 200})
 
 Roles: anonymous, annotator, outsider, other_requester, owner, admin. A value
 may be a single status or a set of allowed statuses. ``data`` may be a callable
 ``role -> dict`` for per-role payloads. It returns the responses by role.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -70,9 +70,7 @@ def admin_user(db: None) -> Any:
 def project(requester: Any, annotator: Any) -> Project:
     """Owned by ``requester``; ``annotator`` is a member; 3 classes with keys,
     k=3, five text items of which two carry a gold label."""
-    project = ProjectFactory(
-        owner=requester, name="Animals", classes=[dict(c) for c in DEFAULT_CLASSES], k=3
-    )
+    project = ProjectFactory(owner=requester, name="Animals", classes=[dict(c) for c in DEFAULT_CLASSES], k=3)
     Membership.objects.create(project=project, user=annotator)
     for index in range(5):
         ItemFactory(
@@ -105,9 +103,7 @@ def client_for() -> Callable[[Any], APIClient]:
 
 
 @pytest.fixture
-def role_users(
-    requester: Any, other_requester: Any, annotator: Any, outsider: Any, admin_user: Any
-) -> dict[str, Any]:
+def role_users(requester: Any, other_requester: Any, annotator: Any, outsider: Any, admin_user: Any) -> dict[str, Any]:
     return {
         "anonymous": None,
         "annotator": annotator,
@@ -119,9 +115,7 @@ def role_users(
 
 
 @pytest.fixture
-def assert_matrix(
-    client_for: Callable[[Any], APIClient], role_users: dict[str, Any]
-) -> Callable[..., dict[str, Any]]:
+def assert_matrix(client_for: Callable[[Any], APIClient], role_users: dict[str, Any]) -> Callable[..., dict[str, Any]]:
     def check(
         method: str,
         url: str,

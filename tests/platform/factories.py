@@ -3,6 +3,7 @@
 Import them with ``from tests.platform.factories import ...`` (the repository root
 is on ``pythonpath``) or through the fixtures in ``tests/platform/conftest.py``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -76,8 +77,9 @@ class AssignmentFactory(factory.django.DjangoModelFactory):
     annotator = factory.SubFactory(UserFactory)
     status = AssignmentStatus.ACTIVE
     expires_at = factory.LazyFunction(
-        lambda: __import__("django.utils.timezone", fromlist=["now"]).now()
-        + __import__("datetime").timedelta(minutes=10)
+        lambda: (
+            __import__("django.utils.timezone", fromlist=["now"]).now() + __import__("datetime").timedelta(minutes=10)
+        )
     )
 
 
@@ -112,9 +114,17 @@ def publish_with_generated(project: Project, generated: list[tuple[Item, Any, st
     assert run is not None
     InferenceRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, worker="test/1")
     results = RunResults(
-        snapshot_annotation_id=0, n_items=0, n_annotations=0, n_annotators=0, labels=[], confusions=[],
-        common_confusion=None, checkpoint=None,
-        generated=[GeneratedRow(item_id=i.pk, annotator_id=u.pk, label=lab, probability=p) for i, u, lab, p in generated],
+        snapshot_annotation_id=0,
+        n_items=0,
+        n_annotations=0,
+        n_annotators=0,
+        labels=[],
+        confusions=[],
+        common_confusion=None,
+        checkpoint=None,
+        generated=[
+            GeneratedRow(item_id=i.pk, annotator_id=u.pk, label=lab, probability=p) for i, u, lab, p in generated
+        ],
     )
     assert run_publish(run_id=run.pk, worker="test/1", results=results) == RunStatus.PUBLISHED
     run.refresh_from_db()

@@ -7,6 +7,7 @@ developer would; the others prove that the configured contracts really break
 when a lower app imports a higher one (a contract that cannot fail checks
 nothing).
 """
+
 from __future__ import annotations
 
 import os
@@ -29,7 +30,11 @@ def test_lint_imports_keeps_every_contract() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "platform"), str(REPO_ROOT)])}
     result = subprocess.run(
         [str(Path(sys.executable).parent / "lint-imports"), "--config", PYPROJECT, "--no-cache"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Contracts: 2 kept, 0 broken." in result.stdout
@@ -56,9 +61,11 @@ def an_import(graph: grimp.ImportGraph, importer: str, imported: str) -> None:
 
 def _layers_kept(graph: grimp.ImportGraph) -> bool:
     session, options = _contract_options("crowdlab-layers")
-    return LayersContract(name=options["name"], session_options=session, contract_options=options).check(
-        graph, verbose=False
-    ).kept
+    return (
+        LayersContract(name=options["name"], session_options=session, contract_options=options)
+        .check(graph, verbose=False)
+        .kept
+    )
 
 
 def test_the_layers_hold_in_the_code_as_it_is(graph: grimp.ImportGraph) -> None:

@@ -5,6 +5,7 @@ One concern per module: ``network`` (the torch modules), ``training`` (the fit),
 hyper-parameters, ``fit``, prediction and checkpoints). The noise-model arithmetic it
 shares with CrowdInG is in ``inference.models.noise``.
 """
+
 from __future__ import annotations
 
 from inference.models.conal.model import CoNAL

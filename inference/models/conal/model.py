@@ -45,6 +45,7 @@ Implementation notes (the *why*):
   confusion, and the jointly fitted per-item embedding is a worse estimate than DS's EM
   (see ``_finalise``); the classifier, confusions and omega stay this model's own.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -167,9 +168,7 @@ class CoNAL(CoNALTraining, CoNALPosterior, CrowdModel):
         if self.batch_size is not None and int(self.batch_size) < 2:
             raise ValueError(f"batch_size must be >= 2 or None, got {self.batch_size}")
         if self.aggregate not in ("posterior", "classifier"):
-            raise ValueError(
-                f"aggregate must be one of 'posterior', 'classifier'; got {self.aggregate!r}"
-            )
+            raise ValueError(f"aggregate must be one of 'posterior', 'classifier'; got {self.aggregate!r}")
         if self.init_method not in ("ds", "identity"):
             raise ValueError(f"init_method must be one of 'ds', 'identity'; got {self.init_method!r}")
         if not 0.0 <= self.dropout < 1.0:
@@ -227,12 +226,12 @@ class CoNAL(CoNALTraining, CoNALPosterior, CrowdModel):
         if self._net is None or not self.is_fitted:
             raise ValueError("CoNAL must be fitted before predict_proba()")
         if self.feature_mean_ is None or self.feature_scale_ is None:
-            raise ValueError("this CoNAL was fitted without features (per-item embeddings); it cannot predict new items")
+            raise ValueError(
+                "this CoNAL was fitted without features (per-item embeddings); it cannot predict new items"
+            )
         x = np.asarray(features, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.feature_mean_.shape[0]:
-            raise ValueError(
-                f"features must have shape (n, {self.feature_mean_.shape[0]}), got {x.shape}"
-            )
+            raise ValueError(f"features must have shape (n, {self.feature_mean_.shape[0]}), got {x.shape}")
         if not np.isfinite(x).all():
             raise ValueError("features contain NaN or inf values")
         net = self._net

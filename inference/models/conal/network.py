@@ -2,6 +2,7 @@
 
 Shapes: N items, D input width, R annotators, C classes, E embedding width.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -4,6 +4,7 @@ held-out annotations.
 
 ``CoNALPosterior`` is a mixin of ``CoNAL`` (``model.py``); it has no state of its own.
 """
+
 from __future__ import annotations
 
 import math
@@ -73,7 +74,9 @@ class CoNALPosterior:
         t_item, t_ann = torch.from_numpy(a_item), torch.from_numpy(a_ann)
         dots = torch.cat(
             [
-                torch.einsum("ij,ij->i", u.index_select(0, t_ann[s : s + 32768]), v.index_select(0, t_item[s : s + 32768]))
+                torch.einsum(
+                    "ij,ij->i", u.index_select(0, t_ann[s : s + 32768]), v.index_select(0, t_item[s : s + 32768])
+                )
                 for s in range(0, len(a_item), 32768)
             ]
         )
@@ -172,10 +175,12 @@ def label_weight_scores(
     items, inv = np.unique(h_item, return_inverse=True)
     ev = evidence[items].copy()
     np.subtract.at(ev, inv, log_lik[held])  # drop every held-out label of those items
-    return np.stack([
-        np.log(np.clip((np_softmax(log_prior[items] + tau * ev, 1)[inv] * lik[held]).sum(1), EPS, None))
-        for tau in LABEL_WEIGHTS
-    ])  # (T, H)
+    return np.stack(
+        [
+            np.log(np.clip((np_softmax(log_prior[items] + tau * ev, 1)[inv] * lik[held]).sum(1), EPS, None))
+            for tau in LABEL_WEIGHTS
+        ]
+    )  # (T, H)
 
 
 def choose_tau(scores: np.ndarray) -> float:

@@ -4,6 +4,7 @@ pre-training, joint epochs over item batches), noise-layer refinement and warm s
 ``CoNALTraining`` is a mixin of ``CoNAL`` (``model.py``), which holds the hyper-parameters
 these methods read; it has no state of its own.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,7 +32,6 @@ __all__ = ["CoNALTraining", "weight_decay_rule"]
 _MIN_HELD_OUT = 20
 #: Held-out annotations after which no further probe fold is run (large crowds need one).
 _PROBE_ENOUGH = 1000
-
 
 
 class CoNALTraining:
@@ -111,7 +111,11 @@ class CoNALTraining:
         self.item_counts_ = counts.astype(np.int64)
         labelled = np.nonzero(counts > 0)[0]
         # Training sees every annotation but the held-out ones (CSR again, still by item).
-        held = self._holdout_mask(a_item, starts, rng) if prev is None and tau is None else np.zeros(len(a_item), dtype=bool)
+        held = (
+            self._holdout_mask(a_item, starts, rng)
+            if prev is None and tau is None
+            else np.zeros(len(a_item), dtype=bool)
+        )
         tr_item, tr_ann, tr_lab = a_item[~held], a_ann[~held], a_lab[~held]
         tr_counts = np.bincount(tr_item, minlength=n_items)
         tr_starts = np.concatenate([[0], np.cumsum(tr_counts)[:-1]])
@@ -159,7 +163,10 @@ class CoNALTraining:
         rest = [p for p in net.parameters() if id(p) not in decayed_ids]
         opt = torch.optim.Adam(
             [
-                {"params": decayed, "weight_decay": self._weight_decay(n_features or int(self.item_embedding_dim), len(labelled))},
+                {
+                    "params": decayed,
+                    "weight_decay": self._weight_decay(n_features or int(self.item_embedding_dim), len(labelled)),
+                },
                 {"params": rest, "weight_decay": 0.0},
             ],
             # A warm refit starts Adam afresh on a converged network: its first steps move
@@ -262,9 +269,9 @@ class CoNALTraining:
         r = t_ann.index_select(0, pos)
         y = t_lab.index_select(0, pos)
         n_cls = logits.shape[1]
-        p_items = softmax(logits, 1)                               # (B, C)
-        pi_g = softmax(net.w_common, 1)                            # (C, C)
-        pi_r = softmax(net.w_indiv, 2)                             # (R, C, C)
+        p_items = softmax(logits, 1)  # (B, C)
+        pi_g = softmax(net.w_common, 1)  # (C, C)
+        pi_r = softmax(net.w_indiv, 2)  # (R, C, C)
         # sum_z p(z) pi^g[z, y]: one (B, C) x (C, C) product per item, then a gather per
         # annotation (cheaper than gathering a C-column of pi^g for every annotation).
         p_common = (p_items @ pi_g).reshape(-1).index_select(0, local * n_cls + y)  # (A_b,)
@@ -347,8 +354,11 @@ class CoNALTraining:
             if len(r_new):
                 wi = net.w_indiv.clone()
                 sub = old.w_indiv[r_old][:, c_old][:, :, c_old]
-                wi[torch.from_numpy(r_new)[:, None, None], torch.from_numpy(c_new)[None, :, None],
-                   torch.from_numpy(c_new)[None, None, :]] = sub
+                wi[
+                    torch.from_numpy(r_new)[:, None, None],
+                    torch.from_numpy(c_new)[None, :, None],
+                    torch.from_numpy(c_new)[None, None, :],
+                ] = sub
                 net.w_indiv.copy_(wi)
             net.omega_scale.copy_(old.omega_scale)
             net.omega_bias.copy_(old.omega_bias)
@@ -375,7 +385,6 @@ class CoNALTraining:
                 i_new, i_old = match_items(prev.items_, data.items)
                 if len(i_new):
                     net.item_embedding.weight[i_new] = old.item_embedding.weight[i_old]
-
 
 
 def shifted_progress(progress: ProgressFn, offset: int) -> ProgressFn:

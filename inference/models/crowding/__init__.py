@@ -6,6 +6,7 @@ annotations), ``model`` (the estimator: hyper-parameters, ``fit``, prediction,
 checkpoints). What it shares with CoNAL is public: ``inference.models.noise`` (noise-model
 arithmetic), ``conal.network.pair_omega`` and ``conal.training.weight_decay_rule``.
 """
+
 from __future__ import annotations
 
 from inference.models.crowding.model import CrowdInG, GeneratedAnnotation

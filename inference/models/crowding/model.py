@@ -85,6 +85,7 @@ who did not label it are chosen by the same selection rule (P proportional to
 generator's most likely label at eps = 0 and its probability. They are returned apart
 from the human labels and never enter ``labels_``/``probas_``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -113,6 +114,7 @@ class GeneratedAnnotation:
     annotator: str
     label: str
     probability: float
+
 
 @dataclass(eq=False)
 class CrowdInG(CrowdInGTraining, CrowdInGPosterior, CrowdModel):
@@ -267,9 +269,21 @@ class CrowdInG(CrowdInGTraining, CrowdInGPosterior, CrowdModel):
         for name in ("gd_pretrain_epochs", "crowding_epochs"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("inner_steps", "hidden", "gen_hidden1", "gen_hidden2", "disc_dim",
-                     "class_embedding_dim", "item_embedding_dim", "omega_dim", "num_threads", "pretrain_steps",
-                     "warm_pretrain_epochs", "generate_candidates", "max_pairs"):
+        for name in (
+            "inner_steps",
+            "hidden",
+            "gen_hidden1",
+            "gen_hidden2",
+            "disc_dim",
+            "class_embedding_dim",
+            "item_embedding_dim",
+            "omega_dim",
+            "num_threads",
+            "pretrain_steps",
+            "warm_pretrain_epochs",
+            "generate_candidates",
+            "max_pairs",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.pretrain_epochs is not None and int(self.pretrain_epochs) < 1:
@@ -304,9 +318,7 @@ class CrowdInG(CrowdInGTraining, CrowdInGPosterior, CrowdModel):
         if self.pretrain not in ("conal", "dlcl"):
             raise ValueError(f"pretrain must be one of 'conal', 'dlcl'; got {self.pretrain!r}")
         if self.aggregate not in ("posterior", "generator", "classifier"):
-            raise ValueError(
-                f"aggregate must be one of 'posterior', 'generator', 'classifier'; got {self.aggregate!r}"
-            )
+            raise ValueError(f"aggregate must be one of 'posterior', 'generator', 'classifier'; got {self.aggregate!r}")
         if int(self.k) < 0:
             raise ValueError(f"k must be >= 0, got {self.k}")
         self._net: CrowdInGNet | None = None
@@ -365,7 +377,9 @@ class CrowdInG(CrowdInGTraining, CrowdInGPosterior, CrowdModel):
         if self._net is None or not self.is_fitted:
             raise ValueError("CrowdInG must be fitted before predict_proba()")
         if self.feature_mean_ is None or self.feature_scale_ is None:
-            raise ValueError("this CrowdInG was fitted without features (per-item embeddings); it cannot predict new items")
+            raise ValueError(
+                "this CrowdInG was fitted without features (per-item embeddings); it cannot predict new items"
+            )
         x = np.asarray(features, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.feature_mean_.shape[0]:
             raise ValueError(f"features must have shape (n, {self.feature_mean_.shape[0]}), got {x.shape}")

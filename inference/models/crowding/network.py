@@ -3,6 +3,7 @@ pair-wise noise base, the discriminator D and the auxiliary network Q.
 
 Shapes: N items, D input width, R annotators, C classes.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,6 +4,7 @@ annotations for items with few human labels.
 
 ``CrowdInGPosterior`` is a mixin of ``CrowdInG`` (``model.py``); it has no state of its own.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,9 +35,7 @@ class CrowdInGPosterior:
         net.eval()
         n_items, n_cls, n_ann = data.n_items, data.n_classes, data.n_annotators
         x_every = net.inputs(torch.arange(n_items), t.x_all)
-        logits = torch.cat(
-            [net.classifier(x_every[s : s + 65536]) for s in range(0, n_items, 65536)]
-        ).double().numpy()
+        logits = torch.cat([net.classifier(x_every[s : s + 65536]) for s in range(0, n_items, 65536)]).double().numpy()
         conf = torch.softmax(net.w_crowd.double(), 2).numpy()  # (R, C, C)
         a_item, a_ann, a_lab = t.a_item.numpy(), t.a_ann.numpy(), t.a_lab.numpy()
 

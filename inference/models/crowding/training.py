@@ -5,6 +5,7 @@ warm starts.
 ``CrowdInGTraining`` is a mixin of ``CrowdInG`` (``model.py``), which holds the
 hyper-parameters these methods read; it has no state of its own.
 """
+
 from __future__ import annotations
 
 import math
@@ -307,9 +308,7 @@ class CrowdInGTraining:
         with torch.no_grad():
             zhat_all = net.classify(x_every)
         ent_c = entropy(zhat_all.double().numpy()) / math.log(zhat_all.shape[1])
-        p_it, p_an = sample_candidate_pairs(
-            n_items, n_ann, t.a_item.numpy(), t.a_ann.numpy(), n_pairs, rng
-        )
+        p_it, p_an = sample_candidate_pairs(n_items, n_ann, t.a_item.numpy(), t.a_ann.numpy(), n_pairs, rng)
         pi = torch.from_numpy(p_it)
         pr = torch.from_numpy(p_an)
         pr_in = pr if t.ann_feats is None else t.ann_feats[pr]
@@ -318,9 +317,7 @@ class CrowdInGTraining:
             g0 = net.generate(x_every[pi], pr_in, pr, eps, zhat_all[pi]).clamp_min(EPS)
             y = torch.multinomial(g0, 1, generator=gen).squeeze(1)
             p0 = g0[torch.arange(len(y)), y]
-        sel = torch.from_numpy(
-            select_by_entropy(p_an, entropy(g0.double().numpy()), n_per_ann, rng)
-        )
+        sel = torch.from_numpy(select_by_entropy(p_an, entropy(g0.double().numpy()), n_per_ann, rng))
 
         # Real annotations (a sample of at most n_pairs when the crowd is large).
         n_real = len(t.a_item)
@@ -343,7 +340,7 @@ class CrowdInGTraining:
             loss_d.backward()
             opt_d.step()
             if len(si):
-                us, vs = u[len(ri):], v[len(ri):]
+                us, vs = u[len(ri) :], v[len(ri) :]
                 logq = net.q_log_probs(us, vs, sy)
                 loss_q = -(zhat_all[si] * logq).sum(1).mean()
                 opt_q.zero_grad(set_to_none=True)
@@ -388,7 +385,9 @@ class CrowdInGTraining:
                 for mod in net.classifier.modules():
                     if isinstance(mod, nn.BatchNorm1d):
                         mod.eval()
-                batch_items = lab_items[torch.randperm(len(lab_items), generator=gen)[: self._batch_size(len(lab_items))]]
+                batch_items = lab_items[
+                    torch.randperm(len(lab_items), generator=gen)[: self._batch_size(len(lab_items))]
+                ]
                 loss = torch.zeros(())
                 if len(batch_items) >= 2 and self.classifier_anchor > 0:
                     loss = float(self.classifier_anchor) * self._anchor_classifier(net, t, batch_items)

@@ -5,6 +5,7 @@ Same contract as DRF's ``TokenAuthentication`` (header ``Authorization: Token
 SQL statement: compiling the ORM query cost more CPU than running it, and
 next-task/submit are the requests the platform serves most.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -26,7 +27,8 @@ class FastTokenAuthentication(TokenAuthentication):
         User = get_user_model()
         fields = list(User._meta.concrete_fields)
         sql = (
-            "SELECT " + ", ".join(f"u.{connection.ops.quote_name(field.column)}" for field in fields)
+            "SELECT "
+            + ", ".join(f"u.{connection.ops.quote_name(field.column)}" for field in fields)
             + f" FROM {User._meta.db_table} u JOIN {Token._meta.db_table} t"
             f" ON t.user_id = u.{User._meta.pk.column} WHERE t.key = %s"
         )
@@ -39,7 +41,6 @@ class FastTokenAuthentication(TokenAuthentication):
         if not user.is_active:
             raise AuthenticationFailed("User inactive or deleted.")
         return user, Token(key=key, user=user)
-
 
 
 class FastTokenScheme(TokenScheme):

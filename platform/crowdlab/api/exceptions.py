@@ -6,6 +6,7 @@ does not know them, so they reached Django's handler and came back as an HTML
 "Bad Request" page. ``exception_handler`` (``REST_FRAMEWORK["EXCEPTION_HANDLER"]``)
 answers them in JSON like every other API error: 413 and 400.
 """
+
 from __future__ import annotations
 
 from typing import Any

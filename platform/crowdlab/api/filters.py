@@ -1,4 +1,5 @@
 """django-filter filter sets for the core list endpoints."""
+
 from __future__ import annotations
 
 import datetime as dt

@@ -14,6 +14,7 @@ goes on to the DRF view, which applies the full rules and words the error.
 So the rules have one home, and the fast path can only ever say yes to what
 the DRF view would also accept.
 """
+
 from __future__ import annotations
 
 import functools
@@ -112,7 +113,9 @@ def submit_fast(request: HttpRequest, project_pk: int) -> HttpResponse | None:
     if key is None or request.content_type != "application/json":
         return None
     length = request.META.get("CONTENT_LENGTH") or "0"
-    if not length.isdigit() or int(length) > min(_MAX_FAST_BODY, settings.DATA_UPLOAD_MAX_MEMORY_SIZE or _MAX_FAST_BODY):
+    if not length.isdigit() or int(length) > min(
+        _MAX_FAST_BODY, settings.DATA_UPLOAD_MAX_MEMORY_SIZE or _MAX_FAST_BODY
+    ):
         return None  # not a plain submit: the DRF view reads it (and answers 413 past the upload limit)
     try:
         # Depth-checked before decoding: a hostile body falls through to DRF,
@@ -139,8 +142,14 @@ def submit_fast(request: HttpRequest, project_pk: int) -> HttpResponse | None:
     if annotation_id is None:
         return None
     annotation = labelling_services.annotation_inserted(
-        annotation_id=annotation_id, project_id=project_pk, item=None, item_id=item_id,
-        annotator=_USER(pk=annotator_id, username=username), label=data["label"], time_spent_ms=data["time_spent_ms"], now=now,
+        annotation_id=annotation_id,
+        project_id=project_pk,
+        item=None,
+        item_id=item_id,
+        annotator=_USER(pk=annotator_id, username=username),
+        label=data["label"],
+        time_spent_ms=data["time_spent_ms"],
+        now=now,
         threshold_due=threshold_due,
     )
     return _json(annotation_payload(annotation, external_id=data["item"], username=username), 201)

@@ -1,4 +1,5 @@
 """Pagination shared by every list endpoint."""
+
 from __future__ import annotations
 
 import re
@@ -34,9 +35,7 @@ class BoundedLimitOffsetPagination(LimitOffsetPagination):
         return value
 
     def get_limit(self, request: Request) -> int:
-        return self._integer(
-            request, self.limit_query_param, minimum=1, default=self.default_limit, cap=self.max_limit
-        )
+        return self._integer(request, self.limit_query_param, minimum=1, default=self.default_limit, cap=self.max_limit)
 
     def get_offset(self, request: Request) -> int:
         # Capped below bigint: a larger OFFSET is a PostgreSQL error (a 500), not an empty page.

@@ -8,6 +8,7 @@ included. This one checks the depth first (``crowdlab.jsonlimits``) and answers
 400 naming the limit. The raw parsers hand CSV/JSONL bodies to the import
 services as bytes; those decode them and report encoding problems by row.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -65,8 +66,9 @@ class JSONParser(parsers.JSONParser):
         except LookupError:
             raise ParseError(f"JSON parse error - unknown charset {encoding!r}; send UTF-8.") from None
         except UnicodeDecodeError as error:
-            raise ParseError(f"JSON parse error - the body is not {encoding} text: "
-                             f"{describe_undecodable(error, encoding)}.") from None
+            raise ParseError(
+                f"JSON parse error - the body is not {encoding} text: {describe_undecodable(error, encoding)}."
+            ) from None
         try:
             return jsonlimits.loads(text, parse_constant=jsonlimits.reject_constant if self.strict else None)
         except jsonlimits.JSONTooDeep as error:

@@ -2,6 +2,7 @@
 (``views``) and the token fast path (``hot``). Each renders exactly what its serializer
 would (``tests/platform/api`` compares them); they exist because the serializers cost
 0.4-0.7 ms of CPU per request on the two hottest endpoints."""
+
 from __future__ import annotations
 
 from typing import Any

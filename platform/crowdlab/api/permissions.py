@@ -6,6 +6,7 @@ Project-scoped routes carry the project id in the URL kwarg ``project_pk``;
 the classes resolve it once, store it on ``view.project`` and refuse with 404
 (no relation: ids don't leak) or 403 (member without the needed role).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -11,6 +11,7 @@ method behind session authentication and its CSRF check) 403. Declaring them by
 hand on each view drifted (39 undocumented codes); here they are derived once,
 and a view's own declaration of a code always wins.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,5 +1,6 @@
 """Serializers of the core API. Annotator-facing ones never carry gold labels,
 other annotators' labels, counts of others or aggregates."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -24,8 +25,15 @@ from crowdlab.projects.services import EDITABLE_FIELDS
 
 MODEL_CHOICES_TEXT = ", ".join(InferenceModel.values)
 
-_JSON_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-                    list: "an array", dict: "an object", type(None): "null"}
+_JSON_TYPE_NAMES = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "an array",
+    dict: "an object",
+    type(None): "null",
+}
 
 
 def _expected_json_type(field: serializers.Field) -> tuple[type, ...] | None:
@@ -87,9 +95,7 @@ _KEY = RegexValidator(r"^[^sSuU]?$", "a single character other than S and U (res
 
 class ProjectClassSerializer(StrictJSONMixin, serializers.Serializer):
     name = serializers.CharField(max_length=100, validators=[_NOT_ONLY_SPACES])
-    key = serializers.CharField(
-        max_length=1, allow_null=True, allow_blank=True, required=False, validators=[_KEY]
-    )
+    key = serializers.CharField(max_length=1, allow_null=True, allow_blank=True, required=False, validators=[_KEY])
 
 
 class ProjectSerializer(StrictJSONMixin, serializers.ModelSerializer):
@@ -115,9 +121,7 @@ class ProjectSerializer(StrictJSONMixin, serializers.ModelSerializer):
         allow_blank=True,
         max_length=settings.PROJECT_INSTRUCTIONS_MAX_LENGTH,
         help_text="Markdown shown to annotators.",
-        error_messages={
-            "max_length": "at most {max_length} characters are allowed (PROJECT_INSTRUCTIONS_MAX_LENGTH)."
-        },
+        error_messages={"max_length": "at most {max_length} characters are allowed (PROJECT_INSTRUCTIONS_MAX_LENGTH)."},
     )
     n_items = serializers.IntegerField(read_only=True, default=0)
     n_annotations = serializers.IntegerField(read_only=True, default=0)
@@ -169,7 +173,16 @@ class AnnotatorProjectSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Project
-        fields = ["id", "access", "name", "instructions", "classes", "require_confirmation", "is_active", "my_annotations"]
+        fields = [
+            "id",
+            "access",
+            "name",
+            "instructions",
+            "classes",
+            "require_confirmation",
+            "is_active",
+            "my_annotations",
+        ]
         read_only_fields = fields
 
     @extend_schema_field({"type": "string", "enum": ["annotate"]})
@@ -325,5 +338,3 @@ class ConflictSerializer(serializers.Serializer):
     detail = serializers.CharField()
     annotation_id = serializers.IntegerField()
     current_label = serializers.CharField()
-
-

@@ -2,6 +2,7 @@
 
 Submit and next-task try the token fast paths of ``api/hot.py`` first.
 """
+
 from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, include, path
@@ -27,7 +28,9 @@ project_urls: list[URLPattern | URLResolver] = [
     # Labelling.
     path("next-task/", hot.with_fast_path(hot.next_task_fast, labelling.NextTaskView.as_view()), name="next-task"),
     path("assignments/<int:assignment_id>/skip/", labelling.SkipView.as_view(), name="assignment-skip"),
-    path("annotations/", hot.with_fast_path(hot.submit_fast, labelling.AnnotationListView.as_view()), name="annotations"),
+    path(
+        "annotations/", hot.with_fast_path(hot.submit_fast, labelling.AnnotationListView.as_view()), name="annotations"
+    ),
     path("annotations/<int:annotation_id>/", labelling.AnnotationDetailView.as_view(), name="annotation"),
     path("annotator-stats/", runs.AnnotatorStatsView.as_view(), name="annotator-stats"),
     # Items.
@@ -47,13 +50,19 @@ urlpatterns: list[URLPattern | URLResolver] = [
     # Runs and results.
     path("projects/<int:project_pk>/runs/", runs.RunListCreateView.as_view(), name="project-runs"),
     path("projects/<int:project_pk>/runs/<int:run_pk>/", runs.RunDetailView.as_view(), name="project-run-detail"),
-    path("projects/<int:project_pk>/runs/<int:run_pk>/cancel/", runs.RunCancelView.as_view(), name="project-run-cancel"),
+    path(
+        "projects/<int:project_pk>/runs/<int:run_pk>/cancel/", runs.RunCancelView.as_view(), name="project-run-cancel"
+    ),
     path("projects/<int:project_pk>/results/labels/", runs.LatestLabelsView.as_view(), name="project-results-labels"),
     path(
-        "projects/<int:project_pk>/results/annotators/", runs.LatestAnnotatorsView.as_view(), name="project-results-annotators"
+        "projects/<int:project_pk>/results/annotators/",
+        runs.LatestAnnotatorsView.as_view(),
+        name="project-results-annotators",
     ),
     path(
-        "projects/<int:project_pk>/results/generated/", runs.LatestGeneratedView.as_view(), name="project-results-generated"
+        "projects/<int:project_pk>/results/generated/",
+        runs.LatestGeneratedView.as_view(),
+        name="project-results-generated",
     ),
     path(
         "projects/<int:project_pk>/results/common-confusion/",

@@ -1,4 +1,5 @@
 """Forms of the web UI. They parse and validate input; writes go through services."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -96,7 +97,9 @@ FORMAT_CHOICES = [("", "From the file name")] + [(fmt, fmt.upper()) for fmt in I
 
 
 class ItemUploadForm(forms.Form):
-    file = forms.FileField(help_text="CSV (header: external_id,text,image_url,audio_url,gold,f0,f1,…), a JSON array or JSONL.")
+    file = forms.FileField(
+        help_text="CSV (header: external_id,text,image_url,audio_url,gold,f0,f1,…), a JSON array or JSONL."
+    )
     format = forms.ChoiceField(choices=FORMAT_CHOICES, required=False)
 
     def clean(self) -> dict[str, Any]:
@@ -128,9 +131,7 @@ class ResultsFilterForm(forms.Form):
     max_confidence = forms.FloatField(required=False, min_value=0, max_value=1, label="Confidence ≤")
     disagreement = forms.BooleanField(required=False, label="Annotators disagree")
     max_agreement = forms.FloatField(required=False, min_value=0, max_value=1, label="Agreement ≤")
-    source = forms.ChoiceField(
-        required=False, choices=[("", "All"), ("crowd", "Crowd"), ("predicted", "Predicted")]
-    )
+    source = forms.ChoiceField(required=False, choices=[("", "All"), ("crowd", "Crowd"), ("predicted", "Predicted")])
 
     def __init__(self, *args: Any, classes: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

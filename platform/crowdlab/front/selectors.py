@@ -4,6 +4,7 @@ Everything here takes a project the caller has already authorised (through
 ``projects.selectors.project_get_for_owner`` / ``project_get_for_annotator``);
 these functions only shape data for pages and charts.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -30,9 +31,7 @@ from crowdlab.results.selectors import (
 
 def items_by_label_count(*, project: Project) -> dict[str, list[Any]]:
     """Histogram of items by number of human labels: 0, 1, ..., max(k, observed)."""
-    counts = dict(
-        Item.objects.filter(project=project).values_list("n_annotations").annotate(n=Count("id")).order_by()
-    )
+    counts = dict(Item.objects.filter(project=project).values_list("n_annotations").annotate(n=Count("id")).order_by())
     top = max([project.k, *counts.keys()]) if counts else project.k
     return {"labels": [str(n) for n in range(top + 1)], "values": [counts.get(n, 0) for n in range(top + 1)]}
 
@@ -76,7 +75,10 @@ def project_progress(*, project: Project) -> ProjectProgress:
         n=Count("id"), people=Count("annotator_id", distinct=True)
     )
     return ProjectProgress(
-        n_items=items["n"], n_complete=items["complete"], n_annotations=annotations["n"], n_annotators=annotations["people"]
+        n_items=items["n"],
+        n_complete=items["complete"],
+        n_annotations=annotations["n"],
+        n_annotators=annotations["people"],
     )
 
 
@@ -131,9 +133,11 @@ def results_table(
     if disagreement:
         qs = qs.filter(n_human__gt=0).filter(Q(n_agree__isnull=True) | Q(n_agree__lt=F("n_human")))
     if max_agreement is not None:
-        qs = qs.filter(n_human__gt=0).annotate(
-            agreement_share=Cast(F("n_agree"), FloatField()) / Cast(F("n_human"), FloatField())
-        ).filter(Q(n_agree__isnull=True) | Q(agreement_share__lte=max_agreement))
+        qs = (
+            qs.filter(n_human__gt=0)
+            .annotate(agreement_share=Cast(F("n_agree"), FloatField()) / Cast(F("n_human"), FloatField()))
+            .filter(Q(n_agree__isnull=True) | Q(agreement_share__lte=max_agreement))
+        )
     return qs
 
 
@@ -223,9 +227,7 @@ def common_confusion(*, project: Project, run: InferenceRun, top: int = 8) -> Co
         if not confusions or total == 0:
             return CommonConfusionView(matrix=None, learned=False)
         size = len(confusions[0][0])
-        matrix = [
-            [sum(m[i][j] * n for m, n in confusions) / total for j in range(size)] for i in range(size)
-        ]
+        matrix = [[sum(m[i][j] * n for m, n in confusions) / total for j in range(size)] for i in range(size)]
         learned = False
     names = project.class_names
     pairs = [
@@ -280,7 +282,11 @@ def omega_histogram(omegas: list[float] | None, bins: int = 10) -> dict[str, lis
 
 
 def recent_labels(*, project: Project, annotator: User, run: InferenceRun | None, limit: int = 20) -> list[Any]:
-    qs = Annotation.objects.filter(project=project, annotator=annotator).select_related("item").order_by("-created_at", "-id")
+    qs = (
+        Annotation.objects.filter(project=project, annotator=annotator)
+        .select_related("item")
+        .order_by("-created_at", "-id")
+    )
     if run is not None:
         qs = qs.annotate(
             agg=Subquery(AggregatedLabel.objects.filter(run=run, item_id=OuterRef("item_id")).values("label")[:1])
@@ -295,8 +301,20 @@ def run_history(*, project: Project) -> dict[str, Any]:
         .defer("checkpoint")
         .order_by("id")
         .values(
-            "id", "model", "status", "loss_history", "metrics", "final_loss", "timings", "created_at", "n_annotations",
-            "fit_mode", "fit_reason", "warm_start_from", "cold_refit", "trigger",
+            "id",
+            "model",
+            "status",
+            "loss_history",
+            "metrics",
+            "final_loss",
+            "timings",
+            "created_at",
+            "n_annotations",
+            "fit_mode",
+            "fit_reason",
+            "warm_start_from",
+            "cold_refit",
+            "trigger",
         )
     )
     published = [run for run in runs if run["status"] == "published"]

@@ -1,5 +1,6 @@
 """Web UI routes. Login, logout and home keep their global names (settings
 refer to them); everything else lives in the ``front`` namespace."""
+
 from __future__ import annotations
 
 from django.contrib.auth import views as auth_views
@@ -29,7 +30,11 @@ front_patterns = [
     path("p/<int:project_id>/export.<str:fmt>", views.export, name="export"),
     # Confusion dashboards (owner or admin)
     path("p/<int:project_id>/dashboard/", views.dashboard, name="dashboard"),
-    path("p/<int:project_id>/dashboard/annotators/<int:annotator_id>/", views.dashboard_annotator, name="dashboard-annotator"),
+    path(
+        "p/<int:project_id>/dashboard/annotators/<int:annotator_id>/",
+        views.dashboard_annotator,
+        name="dashboard-annotator",
+    ),
 ]
 
 urlpatterns = [

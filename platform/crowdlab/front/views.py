@@ -10,6 +10,7 @@ service or selector and render. Access rules:
   projects is theirs to read: they pay for the crowd and choose whom to keep);
 * admins (staff): everything.
 """
+
 from __future__ import annotations
 
 import json
@@ -328,7 +329,9 @@ def project_new(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         fields = dict(form.cleaned_data)
         try:
-            project = project_create(owner=signed_in(request.user), name=fields.pop("name"), classes=fields.pop("classes"), **fields)
+            project = project_create(
+                owner=signed_in(request.user), name=fields.pop("name"), classes=fields.pop("classes"), **fields
+            )
         except ValidationError as error:
             _form_errors_from(form, error)
         else:
@@ -422,8 +425,13 @@ def project_upload(request: HttpRequest, project_id: int) -> HttpResponse:
     return render(
         request,
         "front/upload.html",
-        {"project": project, "items_form": items_form, "crowd_form": crowd_form, "import_errors": import_errors,
-         "which": "items"},
+        {
+            "project": project,
+            "items_form": items_form,
+            "crowd_form": crowd_form,
+            "import_errors": import_errors,
+            "which": "items",
+        },
         status=400 if import_errors else 200,
     )
 
@@ -449,8 +457,13 @@ def project_crowd_import(request: HttpRequest, project_id: int) -> HttpResponse:
     return render(
         request,
         "front/upload.html",
-        {"project": project, "items_form": ItemUploadForm(prefix="items"), "crowd_form": crowd_form,
-         "import_errors": import_errors, "which": "crowd"},
+        {
+            "project": project,
+            "items_form": ItemUploadForm(prefix="items"),
+            "crowd_form": crowd_form,
+            "import_errors": import_errors,
+            "which": "crowd",
+        },
         status=400,
     )
 
@@ -547,8 +560,16 @@ def results(request: HttpRequest, project_id: int) -> HttpResponse:
     return render(
         request,
         "front/results.html",
-        {"project": project, "run": run, "form": form, "page": page, "query": query.urlencode(),
-         "export_formats": EXPORT_FORMATS, "classes": project.class_names, "has_generated": has_generated},
+        {
+            "project": project,
+            "run": run,
+            "form": form,
+            "page": page,
+            "query": query.urlencode(),
+            "export_formats": EXPORT_FORMATS,
+            "classes": project.class_names,
+            "has_generated": has_generated,
+        },
     )
 
 
@@ -592,8 +613,11 @@ def dashboard(request: HttpRequest, project_id: int) -> HttpResponse:
             "sort": sort,
             "run": run,
             "common": common,
-            "common_heatmap": _heatmap(project.class_names, common.matrix if common else None,
-                                       title="Common confusion (rows: true class, columns: given label)"),
+            "common_heatmap": _heatmap(
+                project.class_names,
+                common.matrix if common else None,
+                title="Common confusion (rows: true class, columns: given label)",
+            ),
             "history": selectors.run_history(project=project),
             "columns": [
                 ("username", "Annotator"),
@@ -625,8 +649,11 @@ def dashboard_annotator(request: HttpRequest, project_id: int, annotator_id: int
             "annotator": annotator,
             "run": run,
             "confusion": confusion,
-            "learned_heatmap": _heatmap(names, confusion.matrix if confusion else None,
-                                        title="Learned confusion (rows: true class, columns: given label)"),
+            "learned_heatmap": _heatmap(
+                names,
+                confusion.matrix if confusion else None,
+                title="Learned confusion (rows: true class, columns: given label)",
+            ),
             "raw_counts": selectors.raw_counts(project=project, annotator=annotator, run=run) if run else None,
             "classes": names,
             "omega_histogram": selectors.omega_histogram(confusion.omegas if confusion else None),

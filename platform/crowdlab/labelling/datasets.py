@@ -1,4 +1,5 @@
 """Import a dataset folder (the layout of ``/work/shared/datasets``: annotations, features, gold)."""
+
 from __future__ import annotations
 
 import csv

@@ -13,6 +13,7 @@ the annotator hot path pays no second round trip, and a signal cannot add a
 column to a statement. Calling the listener is one attribute read, no query.
 Without a listener (nothing registered) a stored label tells nobody.
 """
+
 from __future__ import annotations
 
 from typing import Protocol

@@ -5,6 +5,7 @@ inference through labelling's hook. Rows are parsed and checked with the item
 import's parsing and row rules (``crowdlab.projects.importing``), and written
 with COPY in one transaction: all or nothing, errors by row number.
 """
+
 from __future__ import annotations
 
 import csv
@@ -56,10 +57,15 @@ class CrowdImportResult:
         }
 
 
-
-
 _ANNOTATION_COLUMNS = (
-    "project_id", "item_id", "annotator_id", "label", "source", "time_spent_ms", "created_at", "updated_at",
+    "project_id",
+    "item_id",
+    "annotator_id",
+    "label",
+    "source",
+    "time_spent_ms",
+    "created_at",
+    "updated_at",
 )
 
 
@@ -81,7 +87,10 @@ def _insert_annotations(*, project: Project, rows: list[tuple[int, int, str]]) -
                 Annotation.objects.bulk_create(
                     (
                         Annotation(
-                            project=project, item_id=item_id, annotator_id=annotator_id, label=label,
+                            project=project,
+                            item_id=item_id,
+                            annotator_id=annotator_id,
+                            label=label,
                             source=AnnotationSource.IMPORT,
                         )
                         for item_id, annotator_id, label in rows

@@ -1,4 +1,5 @@
 """Assignments (leases of items to annotators) and human annotations."""
+
 from __future__ import annotations
 
 from django.conf import settings

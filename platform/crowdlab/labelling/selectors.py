@@ -1,4 +1,5 @@
 """Reads of assignments and annotations, scoped by who asks."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -33,7 +34,9 @@ def assignment_get_own(*, user: User, project: Project, assignment_id: int) -> A
 def item_get_by_external_id(*, project: Project, external_id: str) -> Item | None:
     # Raw SQL on the (project, external_id) unique index: submit's hot path.
     found = list(
-        Item.objects.raw("SELECT * FROM projects_item WHERE project_id = %s AND external_id = %s", [project.pk, external_id])
+        Item.objects.raw(
+            "SELECT * FROM projects_item WHERE project_id = %s AND external_id = %s", [project.pk, external_id]
+        )
     )
     if not found:
         return None
@@ -67,7 +70,9 @@ def projects_with_counts(*, user: UserLike) -> QuerySet[Project]:
             n_items=per_project(items, Count("id")),
             n_annotations=per_project(items, Sum("n_annotations")),
             n_members=per_project(Membership.objects.filter(project=OuterRef("pk")), Count("id")),
-            my_annotations=per_project(Annotation.objects.filter(project=OuterRef("pk"), annotator_id=user.pk), Count("id")),
+            my_annotations=per_project(
+                Annotation.objects.filter(project=OuterRef("pk"), annotator_id=user.pk), Count("id")
+            ),
         )
         .order_by("-created_at", "-id")
     )

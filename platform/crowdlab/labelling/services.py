@@ -10,6 +10,7 @@ Invariants, enforced here and by the unique constraints on
 * ``Item.n_annotations`` counts human annotations and is only changed with
   in-SQL increments (``n = n + 1``, ``F()``) so concurrent submits never lose one.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -227,7 +228,9 @@ def assignment_skip(*, assignment: Assignment, annotator: User) -> Assignment:
     if assignment.annotator_id != annotator.pk:
         raise PermissionDenied("You can only skip your own assignments.")
     if assignment.status != AssignmentStatus.ACTIVE:
-        raise ValidationError({"assignment": f"this assignment is {assignment.status}, only active ones can be skipped."})
+        raise ValidationError(
+            {"assignment": f"this assignment is {assignment.status}, only active ones can be skipped."}
+        )
     assignment.status = AssignmentStatus.SKIPPED
     assignment.save(update_fields=["status"])
     return assignment
@@ -236,7 +239,9 @@ def assignment_skip(*, assignment: Assignment, annotator: User) -> Assignment:
 def validate_label(*, project: Project, label: object) -> str:
     allowed = project.class_names
     if not isinstance(label, str) or label not in allowed:
-        raise ValidationError({"label": f"{label!r} is not a class of this project; allowed labels: {', '.join(allowed)}."})
+        raise ValidationError(
+            {"label": f"{label!r} is not a class of this project; allowed labels: {', '.join(allowed)}."}
+        )
     return label
 
 
@@ -261,9 +266,7 @@ SELECT id FROM ins
 
 
 @transaction.atomic
-def annotation_submit(
-    *, item: Item, annotator: User, label: str, time_spent_ms: int | None = None
-) -> Annotation:
+def annotation_submit(*, item: Item, annotator: User, label: str, time_spent_ms: int | None = None) -> Annotation:
     """Store the annotator's label for an item they hold an assignment for.
 
     Same label again → the existing row (idempotent). A different label →
@@ -325,8 +328,14 @@ def annotation_submit(
         existing = Annotation.objects.get(item=item, annotator=annotator)
         return _same_or_conflict(existing, label)
     return annotation_inserted(
-        annotation_id=row[0], project_id=item.project_id, item=item, item_id=item.pk,
-        annotator=annotator, label=label, time_spent_ms=time_spent_ms, now=now,
+        annotation_id=row[0],
+        project_id=item.project_id,
+        item=item,
+        item_id=item.pk,
+        annotator=annotator,
+        label=label,
+        time_spent_ms=time_spent_ms,
+        now=now,
     )
 
 
@@ -414,8 +423,15 @@ def annotation_submit_leased(
     if annotation_id is None:
         return None
     annotation = annotation_inserted(
-        annotation_id=annotation_id, project_id=project.pk, item=None, item_id=item_id,
-        annotator=annotator, label=label, time_spent_ms=time_spent_ms, now=now, threshold_due=threshold_due,
+        annotation_id=annotation_id,
+        project_id=project.pk,
+        item=None,
+        item_id=item_id,
+        annotator=annotator,
+        label=label,
+        time_spent_ms=time_spent_ms,
+        now=now,
+        threshold_due=threshold_due,
     )
     annotation.item_external_id = external_id  # type: ignore[attr-defined]
     return annotation
@@ -484,9 +500,7 @@ UNDO_GRACE_SECONDS = 10
 
 
 @transaction.atomic
-def annotation_undo(
-    *, project: Project, annotator: User, grace_seconds: int = UNDO_GRACE_SECONDS
-) -> Assignment:
+def annotation_undo(*, project: Project, annotator: User, grace_seconds: int = UNDO_GRACE_SECONDS) -> Assignment:
     """Take back the annotator's newest web annotation in ``project`` if it is
     younger than ``grace_seconds``, and hand its item back to them.
 

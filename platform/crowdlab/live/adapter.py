@@ -5,6 +5,7 @@ Efficiency at 100k annotations matters (the warm end-to-end target is 10 s):
 rows are read with raw cursors into numpy arrays, never as ORM objects, and
 ids are mapped to indices with ``np.searchsorted`` instead of Python dicts.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -102,9 +103,7 @@ def _read_snapshot(project_id: int, with_features: bool) -> Snapshot:
         if len(classes) < 2:
             raise ValueError(f"the project has {len(classes)} class(es) ({classes}); inference needs at least 2")
 
-        cursor.execute(
-            "SELECT COALESCE(MAX(id), 0) FROM labelling_annotation WHERE project_id = %s", [project_id]
-        )
+        cursor.execute("SELECT COALESCE(MAX(id), 0) FROM labelling_annotation WHERE project_id = %s", [project_id])
         snapshot_id = int(cursor.fetchone()[0])
         if snapshot_id == 0:
             raise ValueError("the project has no annotations yet; nothing to infer")
@@ -185,7 +184,9 @@ def _read_snapshot(project_id: int, with_features: bool) -> Snapshot:
     )
 
 
-def _features(cursor: Any, project_id: int, item_pks: np.ndarray, has_numeric: np.ndarray) -> tuple[np.ndarray | None, str]:
+def _features(
+    cursor: Any, project_id: int, item_pks: np.ndarray, has_numeric: np.ndarray
+) -> tuple[np.ndarray | None, str]:
     """Numeric vectors when every item has one; else text features; else none."""
     if len(item_pks) and has_numeric.all():
         # Flat text of all vectors ("1.0, 2.5, ...") split and parsed by numpy:
@@ -232,16 +233,16 @@ def _features(cursor: Any, project_id: int, item_pks: np.ndarray, has_numeric: n
             _remember(numeric_key, result.copy())
             return result, "numeric"
         lengths = sorted({min_len, max_len})
-        logger.warning("project %s: item feature vectors have different lengths %s; ignoring them", project_id, sorted(lengths))
+        logger.warning(
+            "project %s: item feature vectors have different lengths %s; ignoring them", project_id, sorted(lengths)
+        )
 
     key = (project_id, hashlib.sha1(item_pks.tobytes()).hexdigest())
     cached = _FEATURE_CACHE.get(key)
     if cached is not None:
         _FEATURE_CACHE.move_to_end(key)
         return cached.copy(), "text"
-    cursor.execute(
-        "SELECT COALESCE(text, '') FROM projects_item WHERE project_id = %s ORDER BY id", [project_id]
-    )
+    cursor.execute("SELECT COALESCE(text, '') FROM projects_item WHERE project_id = %s ORDER BY id", [project_id])
     texts = [r[0] for r in cursor.fetchall()]
     if sum(1 for t in texts if t.strip()) < 2:
         return None, "none"
@@ -405,10 +406,16 @@ def build_generated_rows(*, snapshot: Snapshot, model: Any) -> list[GeneratedRow
     if not (len(item_idx) == len(annotator_idx) == len(label_idx) == len(probability)):
         raise ValueError("model returned generated_* arrays of different lengths")
     if len(item_idx) and (
-        item_idx.min() < 0 or item_idx.max() >= n or annotator_idx.min() < 0 or annotator_idx.max() >= r
-        or label_idx.min() < 0 or label_idx.max() >= c
+        item_idx.min() < 0
+        or item_idx.max() >= n
+        or annotator_idx.min() < 0
+        or annotator_idx.max() >= r
+        or label_idx.min() < 0
+        or label_idx.max() >= c
     ):
-        raise ValueError(f"model returned generated annotations outside the crowd ({n} items, {r} annotators, {c} classes)")
+        raise ValueError(
+            f"model returned generated annotations outside the crowd ({n} items, {r} annotators, {c} classes)"
+        )
     classes = list(snapshot.data.classes)
     item_pks = snapshot.item_pks[item_idx].tolist()
     annotator_pks = snapshot.annotator_pks[annotator_idx].tolist()

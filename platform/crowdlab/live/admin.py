@@ -3,6 +3,7 @@
 ``projects`` sits below ``live`` and does not import it, so the actions are
 added here: a subclass of ``projects``' ProjectAdmin registered in its place.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -9,6 +9,7 @@ A cancelled run (``results.services.run_cancel``) is no longer ``running``:
 the next progress call or heartbeat finds that and the fit stops at the next
 epoch; the run stays ``cancelled`` and publishes nothing.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -251,15 +252,11 @@ def _execute_claimed(*, run: InferenceRun, worker: str, heartbeat: RunHeartbeat 
     snapshot: adapter.Snapshot | None = None
     try:
         t = perf_counter()
-        snapshot = adapter.read_snapshot(
-            project_id=run.project_id, with_features=run.model not in FEATURELESS_MODELS
-        )
+        snapshot = adapter.read_snapshot(project_id=run.project_id, with_features=run.model not in FEATURELESS_MODELS)
         timings["snapshot"] = round(perf_counter() - t, 4)
 
         t = perf_counter()
-        model = make_model(
-            run.model, **_model_params(run.model, dict(run.params or {}), project_k=run.project.k)
-        )
+        model = make_model(run.model, **_model_params(run.model, dict(run.params or {}), project_k=run.project.k))
         init, init_run_id, no_init_reason = _load_init(run)
         timings["load_checkpoint"] = round(perf_counter() - t, 4)
 
@@ -303,7 +300,10 @@ def _execute_claimed(*, run: InferenceRun, worker: str, heartbeat: RunHeartbeat 
         timings["total"] = round(perf_counter() - started, 4)
         reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)
         run_fail(
-            run_id=run_id, worker=worker, error=reason, timings=timings,
+            run_id=run_id,
+            worker=worker,
+            error=reason,
+            timings=timings,
             retry_after_annotation_id=_retry_after(run, snapshot, exc),
         )
         return RunStatus.FAILED

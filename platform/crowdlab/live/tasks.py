@@ -2,6 +2,7 @@
 
 Routed to ``settings.CELERY_INFERENCE_QUEUE`` by ``CELERY_TASK_ROUTES``.
 """
+
 from __future__ import annotations
 
 import logging

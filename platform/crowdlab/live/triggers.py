@@ -35,6 +35,7 @@ annotations newer than that (as they count those newer than the last published
 run's snapshot), so the next automatic run waits for new annotations instead of
 failing again every few minutes. "Run now" is never held back.
 """
+
 from __future__ import annotations
 
 import logging

@@ -4,6 +4,7 @@ Apps above ``projects`` extend these admins from their own ``admin.py`` (they
 subclass them and register the subclass in their place): ``projects`` never
 imports them.
 """
+
 from __future__ import annotations
 
 from django.conf import settings

@@ -7,6 +7,7 @@ Pillow reads the file's header and names the format; only four raster formats
 are accepted, and the type, the stored extension and the served
 ``Content-Type`` all come from that.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -62,7 +63,9 @@ def image_type_of(stream: IO[bytes], *, verify: bool = True) -> ImageType:
         raise ImageRejected("has too many pixels to be shown to annotators") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         # Pillow raises several types for bytes it cannot make sense of.
-        raise ImageRejected(f"is not a {_ALLOWED_OR} image (its bytes were checked, not its name or declared type)") from None
+        raise ImageRejected(
+            f"is not a {_ALLOWED_OR} image (its bytes were checked, not its name or declared type)"
+        ) from None
     finally:
         stream.seek(0)
     kind = ALLOWED_IMAGE_TYPES.get(found)

@@ -1,4 +1,5 @@
 """Projects, their members and their items."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -4,6 +4,7 @@ Roles are deliberately simple: admins are Django staff; requesters are staff or
 members of the Django group ``requesters``; annotators are whoever holds a
 ``Membership`` of a project (a per-project role, not a global one).
 """
+
 from __future__ import annotations
 
 from django.contrib.auth.models import AnonymousUser, Group, User

@@ -11,6 +11,7 @@ do not leak: someone with *no* relation to a project gets ``Http404`` (as if it
 did not exist); a member who is not the owner asking for owner-only data gets
 ``PermissionDenied`` (403) because they already know the project exists.
 """
+
 from __future__ import annotations
 
 from django.contrib.auth.models import AnonymousUser, User

@@ -1,4 +1,5 @@
 """Writes to projects and memberships (keyword-only, typed, atomic)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -47,8 +48,10 @@ def _validate_fields(fields: dict[str, Any]) -> None:
     if "instructions" in fields and len(str(fields["instructions"] or "")) > limit:
         # Rendered as markdown on every labelling page: the size is bounded.
         raise ValidationError(
-            {"instructions": f"is {len(fields['instructions']):,} characters long; at most {limit:,} are allowed "
-                             "(PROJECT_INSTRUCTIONS_MAX_LENGTH)."}
+            {
+                "instructions": f"is {len(fields['instructions']):,} characters long; at most {limit:,} are allowed "
+                "(PROJECT_INSTRUCTIONS_MAX_LENGTH)."
+            }
         )
 
 
@@ -110,5 +113,3 @@ def membership_add(*, project: Project, user: User) -> Membership:
     """Make ``user`` an annotator of ``project``; adding twice is a no-op."""
     membership, _ = Membership.objects.get_or_create(project=project, user=user)
     return membership
-
-

@@ -45,7 +45,15 @@ def cancel_runs(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Infere
 @admin.register(InferenceRun)
 class InferenceRunAdmin(admin.ModelAdmin):
     list_display = (
-        "id", "project", "model", "status", "trigger", "fit_mode", "warm_start_from", "n_annotations", "final_loss",
+        "id",
+        "project",
+        "model",
+        "status",
+        "trigger",
+        "fit_mode",
+        "warm_start_from",
+        "n_annotations",
+        "final_loss",
         "created_at",
     )
     list_filter = ("status", "model", "trigger", "fit_mode", "cold_refit")
@@ -109,7 +117,8 @@ class GeneratedAnnotationInline(admin.TabularInline):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[GeneratedAnnotation]:
         return (
-            super().get_queryset(request)
+            super()
+            .get_queryset(request)
             .filter(run__status=RunStatus.PUBLISHED)
             .select_related("run", "annotator")
             .order_by("-run_id", "annotator_id")

@@ -35,6 +35,7 @@ Memory is flat in the number of rows: items and vote counts are read through
 server-side cursors (``.iterator(chunk_size=...)``) and merged by item id, and
 the renderers yield text in chunks of a few hundred rows.
 """
+
 from __future__ import annotations
 
 import csv
@@ -112,9 +113,7 @@ def _vote_counts(*, project: Project, run: InferenceRun | None) -> Iterator[tupl
     """(item id, label, votes) ordered by item id, for items the run does not cover."""
     annotations = Annotation.objects.filter(project=project)
     if run is not None:
-        annotations = annotations.exclude(
-            item_id__in=AggregatedLabel.objects.filter(run=run).values("item_id")
-        )
+        annotations = annotations.exclude(item_id__in=AggregatedLabel.objects.filter(run=run).values("item_id"))
     return (
         annotations.values("item_id", "label")
         .annotate(votes=Count("id"))
@@ -228,7 +227,15 @@ def _chunked(lines: Iterator[str]) -> Iterator[str]:
 
 
 def csv_header(class_names: list[str], *, generated: bool = False) -> list[str]:
-    header = ["item", "label", "confidence", *(f"p:{name}" for name in class_names), "n_annotations", "run_id", "source"]
+    header = [
+        "item",
+        "label",
+        "confidence",
+        *(f"p:{name}" for name in class_names),
+        "n_annotations",
+        "run_id",
+        "source",
+    ]
     if generated:
         # ``kind`` first, so no consumer can read a generated row as a human-backed label.
         return ["kind", *header, "annotator", "probability"]
@@ -264,31 +271,39 @@ def render_csv(
         for row in rows:
             probabilities = row["probabilities"]
             cells = [
-                    csv_text(row["item"]),
-                    csv_text(row["label"]) if row["label"] is not None else "",
-                    row["confidence"] if row["confidence"] is not None else "",
-                    *(
-                        (probabilities.get(name, "") for name in class_names)
-                        if probabilities is not None
-                        else ("" for _ in class_names)
-                    ),
-                    row["n_annotations"],
-                    row["run_id"] if row["run_id"] is not None else "",
-                    row["source"] or "",
+                csv_text(row["item"]),
+                csv_text(row["label"]) if row["label"] is not None else "",
+                row["confidence"] if row["confidence"] is not None else "",
+                *(
+                    (probabilities.get(name, "") for name in class_names)
+                    if probabilities is not None
+                    else ("" for _ in class_names)
+                ),
+                row["n_annotations"],
+                row["run_id"] if row["run_id"] is not None else "",
+                row["source"] or "",
             ]
             yield row_text([AGGREGATED_KIND, *cells, "", ""] if with_kind else cells)
         for g in generated or ():
             yield row_text(
-                [GENERATED_KIND, csv_text(g["item"]), csv_text(g["label"]), "", *("" for _ in class_names), "",
-                 g["run_id"], GENERATED_KIND, csv_text(g["annotator"]), g["probability"]]
+                [
+                    GENERATED_KIND,
+                    csv_text(g["item"]),
+                    csv_text(g["label"]),
+                    "",
+                    *("" for _ in class_names),
+                    "",
+                    g["run_id"],
+                    GENERATED_KIND,
+                    csv_text(g["annotator"]),
+                    g["probability"],
+                ]
             )
 
     return _chunked(lines())
 
 
-def _with_kind(
-    rows: Iterator[ExportRow], generated: Iterator[GeneratedExportRow] | None
-) -> Iterator[dict[str, Any]]:
+def _with_kind(rows: Iterator[ExportRow], generated: Iterator[GeneratedExportRow] | None) -> Iterator[dict[str, Any]]:
     """Without generated rows: the rows as they are. With them: ``kind`` on every row."""
     if generated is None:
         yield from rows  # type: ignore[misc]
@@ -439,7 +454,11 @@ def _copy_statement(*, fmt: str, n_classes: int, generated: bool = False) -> tup
     vote_object = " || ',' || ".join(
         f"%(key{rank})s || (COALESCE((counts->>%(class{rank})s)::float8, 0) / total)::text" for rank in range(n_classes)
     )
-    row = _JSON_ROW_SQL.format(kind='"kind":"aggregated",' if generated else "", run_object=f"'{{' || {run_object} || '}}'", vote_object=f"'{{' || {vote_object} || '}}'")
+    row = _JSON_ROW_SQL.format(
+        kind='"kind":"aggregated",' if generated else "",
+        run_object=f"'{{' || {run_object} || '}}'",
+        vote_object=f"'{{' || {vote_object} || '}}'",
+    )
     select = f"SELECT {row} FROM export_rows ORDER BY id"
     return f"COPY ({base} {select}) TO STDOUT WITH (FORMAT csv, DELIMITER E'\\x1f', QUOTE E'\\x1e')", "json"
 
@@ -465,7 +484,7 @@ def _generated_copy_statement(*, fmt: str, n_classes: int) -> str:
         )
         return f"COPY ({select}) TO STDOUT WITH (FORMAT csv)"
     row = (
-        "'{\"kind\":\"generated\",\"item\":' || to_json(i.external_id)::text"
+        '\'{"kind":"generated","item":\' || to_json(i.external_id)::text'
         " || ',\"annotator\":' || to_json(u.username)::text"
         " || ',\"label\":' || to_json(g.label)::text"
         " || ',\"probability\":' || g.probability::text"
@@ -542,7 +561,8 @@ def export_filename(*, project: Project, fmt: str) -> str:
 def export_response(*, project: Project, fmt: str, generated: bool = False) -> StreamingHttpResponse:
     """A streamed download of the export (the caller checked permissions)."""
     response = StreamingHttpResponse(
-        export_stream(project=project, fmt=fmt, generated=generated), content_type=EXPORT_CONTENT_TYPES[fmt])
+        export_stream(project=project, fmt=fmt, generated=generated), content_type=EXPORT_CONTENT_TYPES[fmt]
+    )
     response["Content-Disposition"] = f'attachment; filename="{export_filename(project=project, fmt=fmt)}"'
     # Proxies (nginx) must not buffer a long download into memory or disk.
     response["X-Accel-Buffering"] = "no"

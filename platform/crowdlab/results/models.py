@@ -4,6 +4,7 @@ A run's rows are written before the run is flipped to ``published`` in the
 same transaction, and never changed afterwards; readers pick the newest
 published run and read only its rows, so they see old or new results, never a mix.
 """
+
 from __future__ import annotations
 
 from django.conf import settings

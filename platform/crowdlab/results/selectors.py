@@ -4,6 +4,7 @@ Readers always go through ``latest_published_run`` and then read only that
 run's rows: a run's rows are complete before it is flipped to published (in
 one transaction), so a reader sees the old results or the new, never a mix.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,9 +32,7 @@ def runs_for_project(*, project: Project) -> QuerySet[InferenceRun]:
     return (
         InferenceRun.objects.filter(project=project)
         .defer("checkpoint")
-        .annotate(
-            has_checkpoint_=ExpressionWrapper(Q(checkpoint__isnull=False), output_field=BooleanField())
-        )
+        .annotate(has_checkpoint_=ExpressionWrapper(Q(checkpoint__isnull=False), output_field=BooleanField()))
         .order_by("-id")
     )
 
@@ -51,11 +50,7 @@ def latest_published_run(project: Project | int) -> InferenceRun | None:
 
 def active_run(*, project_id: int) -> InferenceRun | None:
     """The pending or running run of a project (at most one exists)."""
-    return (
-        InferenceRun.objects.filter(project_id=project_id, status__in=ACTIVE_STATUSES)
-        .defer("checkpoint")
-        .first()
-    )
+    return InferenceRun.objects.filter(project_id=project_id, status__in=ACTIVE_STATUSES).defer("checkpoint").first()
 
 
 def last_snapshot_annotation_id(*, project_id: int) -> int | None:

@@ -7,6 +7,7 @@ so two workers never execute it twice) → progress/heartbeat UPDATEs →
 Nothing but the run row itself is written before the publish transaction, so
 a worker killed mid-run leaves the published results as they were.
 """
+
 from __future__ import annotations
 
 import json
@@ -310,8 +311,15 @@ def run_publish(*, run_id: int, worker: str, results: RunResults) -> str:
             AggregatedLabel._meta.db_table,
             ("run_id", "item_id", "label", "confidence", "probabilities", "source", "n_annotations"),
             (
-                (run_id, row.item_id, row.label, float(row.confidence), _json(list(row.probabilities)),
-                 row.source, int(row.n_annotations))
+                (
+                    run_id,
+                    row.item_id,
+                    row.label,
+                    float(row.confidence),
+                    _json(list(row.probabilities)),
+                    row.source,
+                    int(row.n_annotations),
+                )
                 for row in results.labels
             ),
         )
@@ -319,8 +327,15 @@ def run_publish(*, run_id: int, worker: str, results: RunResults) -> str:
             AnnotatorConfusion._meta.db_table,
             ("run_id", "annotator_id", "matrix", "omega", "omegas", "n_annotations", "learned_accuracy"),
             (
-                (run_id, row.annotator_id, _json(row.matrix), row.omega,
-                 None if row.omegas is None else _json(row.omegas), int(row.n_annotations), row.learned_accuracy)
+                (
+                    run_id,
+                    row.annotator_id,
+                    _json(row.matrix),
+                    row.omega,
+                    None if row.omegas is None else _json(row.omegas),
+                    int(row.n_annotations),
+                    row.learned_accuracy,
+                )
                 for row in results.confusions
             ),
         )

@@ -1,4 +1,5 @@
 """Fixtures for the API tests that go through the WSGI application (schemathesis)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

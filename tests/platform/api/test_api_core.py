@@ -1,4 +1,5 @@
 """Bad input and behaviour of the core endpoints (beyond the permission matrix)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,7 +30,9 @@ P = "/api/projects"
         ({"name": ""}, "name", ""),
     ],
 )
-def test_project_create_bad_input(client_for: Any, requester: Any, body: dict[str, Any], field: str, fragment: str) -> None:
+def test_project_create_bad_input(
+    client_for: Any, requester: Any, body: dict[str, Any], field: str, fragment: str
+) -> None:
     payload = {"name": "P", "classes": [{"name": "a", "key": "1"}, {"name": "b", "key": "2"}], **body}
     response = client_for(requester).post(f"{P}/", payload, format="json")
     assert response.status_code == 400, response.data

@@ -5,6 +5,7 @@ limit every login is refused with 429 and ``Retry-After``, the right password
 included, until the window has passed. The annotators' token-authenticated
 hot paths (``api/hot.py``) are never limited.
 """
+
 from __future__ import annotations
 
 import time
@@ -101,7 +102,8 @@ def test_behind_a_trusted_proxy_the_client_is_the_address_the_proxy_appended(ann
 
 
 def test_token_hot_paths_are_not_limited_even_for_a_locked_out_username(
-    project: Project, annotator: Any,
+    project: Project,
+    annotator: Any,
 ) -> None:
     token = Token.objects.create(user=annotator).key
     for _ in range(LIMIT):

@@ -1,5 +1,6 @@
 """Concurrent next-task + submit against a live server on real PostgreSQL:
 no item goes past k, nobody labels an item twice, the counters stay exact."""
+
 from __future__ import annotations
 
 import threading
@@ -96,7 +97,9 @@ def test_racing_duplicate_submits_store_one_row(live_server: Any, requester: Any
 
     def submit() -> None:
         start.wait()
-        response = requests.post(f"{base}/annotations/", json={"item": "only", "label": "dog"}, headers=headers, timeout=30)
+        response = requests.post(
+            f"{base}/annotations/", json={"item": "only", "label": "dog"}, headers=headers, timeout=30
+        )
         codes.append(response.status_code)
 
     threads = [threading.Thread(target=submit) for _ in range(8)]

@@ -1,4 +1,5 @@
 """API: bulk item import, crowd import and streamed export (api.views.items, api.views.export)."""
+
 from __future__ import annotations
 
 import csv
@@ -58,7 +59,9 @@ def test_item_import_permissions(project: Project, assert_matrix: Callable[..., 
         OWNER_ONLY_WRITE,
         data=lambda role: [{"external_id": f"from-{role}", "text": "hello"}],
     )
-    assert set(Item.objects.filter(project=project, external_id__startswith="from-").values_list("external_id", flat=True)) == {
+    assert set(
+        Item.objects.filter(project=project, external_id__startswith="from-").values_list("external_id", flat=True)
+    ) == {
         "from-owner",
         "from-admin",
     }
@@ -126,7 +129,11 @@ def test_import_raw_bodies(
     response = client_for(requester).generic("POST", _import_url(project), body, content_type=content_type)
     assert response.status_code == 201, response.content
     assert response.json()["created"] == 2
-    assert list(Item.objects.filter(project=project, external_id__in=["n1", "n2"]).values_list("text", flat=True).order_by("external_id")) == ["one", "two"]
+    assert list(
+        Item.objects.filter(project=project, external_id__in=["n1", "n2"])
+        .values_list("text", flat=True)
+        .order_by("external_id")
+    ) == ["one", "two"]
 
 
 def test_import_multipart_file(project: Project, client_for: Callable[[Any], Any], requester: Any) -> None:

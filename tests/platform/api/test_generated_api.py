@@ -1,4 +1,5 @@
 """API for CrowdInG's generated annotations (issue 5): the list endpoint and the export flag."""
+
 from __future__ import annotations
 
 import csv
@@ -47,7 +48,9 @@ def test_generated_list_permissions(project: Project, generated_run: Any, assert
     assert responses["admin"].data["count"] == 4
 
 
-def test_generated_list_before_any_run_is_404(project: Project, client_for: Callable[[Any], Any], requester: Any) -> None:
+def test_generated_list_before_any_run_is_404(
+    project: Project, client_for: Callable[[Any], Any], requester: Any
+) -> None:
     response = client_for(requester).get(_url(project))
     assert response.status_code == 404
 
@@ -121,7 +124,12 @@ def test_export_with_and_without_the_generated_flag(
             continue
         assert Counter(row["kind"] for row in rows) == {"aggregated": n_items, "generated": 4}
         generated = [row for row in rows if row["kind"] == "generated"]
-        assert [(r["item"], r["label"]) for r in generated] == [("a0", "cat"), ("a0", "dog"), ("a1", "bird"), ("a2", "cat")]
+        assert [(r["item"], r["label"]) for r in generated] == [
+            ("a0", "cat"),
+            ("a0", "dog"),
+            ("a1", "bird"),
+            ("a2", "cat"),
+        ]
         if fmt == "csv":
             assert header[0] == "kind" and header[-2:] == ["annotator", "probability"]
             assert all(r["source"] == "generated" and r["n_annotations"] == "" for r in generated)

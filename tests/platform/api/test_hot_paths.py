@@ -6,6 +6,7 @@ view refuses, and the live trigger still starts a run on the N-th submit.
 Tests taking ``hot_client_for`` run twice: with DRF's forced authentication
 (the DRF view) and with a real ``Authorization: Token`` header (the fast path
 first, falling back to the DRF view)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -60,10 +61,14 @@ def test_next_task_and_submit_payloads_match_the_serializers(
     assert Assignment.objects.get(pk=assignment.pk).status == AssignmentStatus.DONE
 
     # Same label again: idempotent 200 with the same row; another label: 409.
-    again = client.post(f"/api/projects/{project.pk}/annotations/", {"item": external_id, "label": "dog"}, format="json")
+    again = client.post(
+        f"/api/projects/{project.pk}/annotations/", {"item": external_id, "label": "dog"}, format="json"
+    )
     assert again.status_code == 200, again.content
     assert again.json()["id"] == annotation.pk
-    changed = client.post(f"/api/projects/{project.pk}/annotations/", {"item": external_id, "label": "cat"}, format="json")
+    changed = client.post(
+        f"/api/projects/{project.pk}/annotations/", {"item": external_id, "label": "cat"}, format="json"
+    )
     assert changed.status_code == 409, changed.content
     assert Annotation.objects.filter(item__external_id=external_id, project=project).count() == 1
 
@@ -175,9 +180,7 @@ def _token_client(user: Any) -> Any:
     return client
 
 
-def test_token_submit_is_one_statement_and_next_task_saves_the_auth_queries(
-    project: Project, annotator: Any
-) -> None:
+def test_token_submit_is_one_statement_and_next_task_saves_the_auth_queries(project: Project, annotator: Any) -> None:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -266,8 +269,9 @@ def test_sweep_starts_a_threshold_run_the_submits_missed(
 
     Project.objects.filter(pk=project.pk).update(retrain_every_n=2, retrain_every_minutes=0)
     for item in items[:2]:
-        Annotation.objects.create(project=project, item=item, annotator=annotator, label="dog",
-                                  source=AnnotationSource.WEB)
+        Annotation.objects.create(
+            project=project, item=item, annotator=annotator, label="dog", source=AnnotationSource.WEB
+        )
     assert not InferenceRun.objects.filter(project=project).exists()
     started = sweep()["started"]
     run = InferenceRun.objects.get(project=project)

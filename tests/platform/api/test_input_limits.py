@@ -1,6 +1,7 @@
 """Bad input is never a 500 (issue 14, items 5-7): JSON nested too deeply, raw
 uploads that are not UTF-8, and free-form fields beyond their size limits all
 get a 400 that names the limit (and the field, and the row), and store nothing."""
+
 from __future__ import annotations
 
 import json
@@ -62,7 +63,9 @@ def test_anonymous_token_request_with_100k_levels_is_400(db: None) -> None:
 def test_every_json_body_is_depth_checked_by_the_parser(
     project: Project, requester: Any, annotator: Any, client_for: Callable[[Any], APIClient]
 ) -> None:
-    annotation = Annotation.objects.create(project=project, item=project.items.first(), annotator=annotator, label="cat")
+    annotation = Annotation.objects.create(
+        project=project, item=project.items.first(), annotator=annotator, label="cat"
+    )
     owner, member = client_for(requester), client_for(annotator)
     cases = [
         (owner, "POST", "/api/projects/"),
@@ -93,8 +96,9 @@ def test_annotator_fast_path_falls_through_to_the_400(project: Project, annotato
     assert ok.status_code == 201, ok.content
 
 
-def test_depth_limit_comes_from_settings(project: Project, requester: Any, client_for: Callable[[Any], APIClient],
-                                         settings: Any) -> None:
+def test_depth_limit_comes_from_settings(
+    project: Project, requester: Any, client_for: Callable[[Any], APIClient], settings: Any
+) -> None:
     settings.JSON_MAX_DEPTH = 3
     client = client_for(requester)
     url = f"/api/projects/{project.pk}/"
@@ -128,16 +132,18 @@ def test_item_data_nested_900_levels_is_400_naming_the_row(
     assert Item.objects.count() == before
 
 
-def test_item_data_up_to_the_limit_is_imported(project: Project, requester: Any,
-                                               client_for: Callable[[Any], APIClient]) -> None:
+def test_item_data_up_to_the_limit_is_imported(
+    project: Project, requester: Any, client_for: Callable[[Any], APIClient]
+) -> None:
     # The array and the row object are two levels of the body: data may nest 62 more.
     response = client_for(requester).post(_import_url(project), [{"id": "d62", "data": _nested(62)}], format="json")
     assert response.status_code == 201, response.content[:300]
     assert Item.objects.get(project=project, external_id="d62").data == _nested(62)
 
 
-def test_csv_data_cell_is_depth_checked(project: Project, requester: Any,
-                                        client_for: Callable[[Any], APIClient]) -> None:
+def test_csv_data_cell_is_depth_checked(
+    project: Project, requester: Any, client_for: Callable[[Any], APIClient]
+) -> None:
     cell = json.dumps(_nested(900)).replace('"', '""')
     body = f'id,data\nok,"{{}}"\ndeep,"{cell}"\n'.encode()
     response = client_for(requester).generic("POST", _import_url(project), body, content_type="text/csv")
@@ -164,8 +170,13 @@ LATIN1_CSV = "id,text\nok,fine\ncafé,crème brûlée\n".encode("latin-1")
     ids=["latin-1", "utf-16", "utf-16-no-bom", "garbage-row", "binary"],
 )
 def test_raw_csv_that_is_not_utf8_is_400_naming_encoding_and_row(
-    project: Project, requester: Any, client_for: Callable[[Any], APIClient],
-    body: bytes, row: int | None, field: str | None, words: str,
+    project: Project,
+    requester: Any,
+    client_for: Callable[[Any], APIClient],
+    body: bytes,
+    row: int | None,
+    field: str | None,
+    words: str,
 ) -> None:
     before = Item.objects.count()
     response = client_for(requester).generic("POST", _import_url(project), body, content_type="text/csv")
@@ -176,8 +187,9 @@ def test_raw_csv_that_is_not_utf8_is_400_naming_encoding_and_row(
     assert Item.objects.count() == before
 
 
-def test_raw_jsonl_that_is_not_utf8_is_400_naming_the_row(project: Project, requester: Any,
-                                                          client_for: Callable[[Any], APIClient]) -> None:
+def test_raw_jsonl_that_is_not_utf8_is_400_naming_the_row(
+    project: Project, requester: Any, client_for: Callable[[Any], APIClient]
+) -> None:
     body = '{"id": "ok", "text": "fine"}\n{"id": "bad", "text": "crème"}\n'.encode("latin-1")
     for content_type in ("application/jsonl", "application/x-ndjson"):
         response = client_for(requester).generic("POST", _import_url(project), body, content_type=content_type)
@@ -190,8 +202,9 @@ def test_raw_jsonl_that_is_not_utf8_is_400_naming_the_row(project: Project, requ
     assert not Item.objects.filter(external_id="ok").exists()
 
 
-def test_multipart_file_gets_the_same_row_error_as_the_raw_body(project: Project, requester: Any,
-                                                                client_for: Callable[[Any], APIClient]) -> None:
+def test_multipart_file_gets_the_same_row_error_as_the_raw_body(
+    project: Project, requester: Any, client_for: Callable[[Any], APIClient]
+) -> None:
     upload = SimpleUploadedFile("items.csv", LATIN1_CSV)
     response = client_for(requester).post(_import_url(project), {"file": upload}, format="multipart")
     assert response.status_code == 400
@@ -217,8 +230,9 @@ def test_raw_crowd_csv_that_is_not_utf8_is_400(
     assert not Annotation.objects.exists()
 
 
-def test_json_body_that_is_not_utf8_is_400(project: Project, requester: Any,
-                                           client_for: Callable[[Any], APIClient]) -> None:
+def test_json_body_that_is_not_utf8_is_400(
+    project: Project, requester: Any, client_for: Callable[[Any], APIClient]
+) -> None:
     body = '{"name": "Café", "classes": [{"name": "a"}, {"name": "b"}]}'.encode("latin-1")
     response = client_for(requester).generic("POST", "/api/projects/", body, content_type="application/json")
     assert response.status_code == 400
@@ -228,8 +242,9 @@ def test_json_body_that_is_not_utf8_is_400(project: Project, requester: Any,
 # --------------------------------------------------------------------------- item 7: sizes
 
 
-def test_ten_megabyte_text_is_400_naming_field_and_limit(project: Project, requester: Any,
-                                                         client_for: Callable[[Any], APIClient]) -> None:
+def test_ten_megabyte_text_is_400_naming_field_and_limit(
+    project: Project, requester: Any, client_for: Callable[[Any], APIClient]
+) -> None:
     before = Item.objects.count()
     big = "x" * (10 * 1024 * 1024)
     for client_call in (
@@ -247,8 +262,9 @@ def test_ten_megabyte_text_is_400_naming_field_and_limit(project: Project, reque
     assert Item.objects.count() == before
 
 
-def test_text_at_the_limit_is_accepted(project: Project, requester: Any,
-                                       client_for: Callable[[Any], APIClient], settings: Any) -> None:
+def test_text_at_the_limit_is_accepted(
+    project: Project, requester: Any, client_for: Callable[[Any], APIClient], settings: Any
+) -> None:
     settings.ITEM_TEXT_MAX_LENGTH = 10
     response = client_for(requester).post(
         _import_url(project), [{"id": "ten", "text": "x" * 10}, {"id": "eleven", "text": "x" * 11}], format="json"
@@ -269,8 +285,15 @@ def test_text_at_the_limit_is_accepted(project: Project, requester: Any,
     ids=["data-bytes", "data-utf8-bytes", "features"],
 )
 def test_data_and_features_limits(
-    project: Project, requester: Any, client_for: Callable[[Any], APIClient], settings: Any,
-    row: dict[str, Any], setting: str, value: int, field: str, words: str,
+    project: Project,
+    requester: Any,
+    client_for: Callable[[Any], APIClient],
+    settings: Any,
+    row: dict[str, Any],
+    setting: str,
+    value: int,
+    field: str,
+    words: str,
 ) -> None:
     setattr(settings, setting, value)
     response = client_for(requester).post(_import_url(project), [row], format="json")
@@ -279,8 +302,9 @@ def test_data_and_features_limits(
     assert error["field"] == field and words in error["message"], error
 
 
-def test_data_with_a_number_json_cannot_store_is_400(project: Project, requester: Any,
-                                                     client_for: Callable[[Any], APIClient]) -> None:
+def test_data_with_a_number_json_cannot_store_is_400(
+    project: Project, requester: Any, client_for: Callable[[Any], APIClient]
+) -> None:
     # 1e400 decodes to inf in Python, which JSON (and jsonb) cannot hold.
     body = b'[{"id": "inf", "data": {"x": 1e400}}]'
     response = client_for(requester).generic("POST", _import_url(project), body, content_type="application/json")
@@ -289,12 +313,15 @@ def test_data_with_a_number_json_cannot_store_is_400(project: Project, requester
     assert not Item.objects.filter(external_id="inf").exists()
 
 
-def test_upload_text_limit(project: Project, requester: Any, client_for: Callable[[Any], APIClient],
-                           settings: Any) -> None:
+def test_upload_text_limit(
+    project: Project, requester: Any, client_for: Callable[[Any], APIClient], settings: Any
+) -> None:
     settings.ITEM_TEXT_MAX_LENGTH = 5
     url = reverse("api:project-items-upload", kwargs={"project_pk": project.pk})
     image = SimpleUploadedFile("a.png", b"\x89PNG\r\n", content_type="image/png")
-    response = client_for(requester).post(url, {"external_id": "img", "image": image, "text": "x" * 6}, format="multipart")
+    response = client_for(requester).post(
+        url, {"external_id": "img", "image": image, "text": "x" * 6}, format="multipart"
+    )
     assert response.status_code == 400
     body = response.json()
     assert body["errors"][0]["field"] == "text" and "ITEM_TEXT_MAX_LENGTH" in body["errors"][0]["message"]
@@ -320,19 +347,23 @@ def test_schema_documents_the_limits(client_for: Callable[[Any], APIClient], req
     assert project["instructions"]["maxLength"] == 100_000
 
 
-def test_body_over_the_upload_limit_is_413(project: Project, requester: Any, annotator: Any,
-                                           client_for: Callable[[Any], APIClient], settings: Any) -> None:
+def test_body_over_the_upload_limit_is_413(
+    project: Project, requester: Any, annotator: Any, client_for: Callable[[Any], APIClient], settings: Any
+) -> None:
     # DRF's parsers read the stream whole: DATA_UPLOAD_MAX_MEMORY_SIZE held only for request.body.
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 4096
     rows = [{"id": f"r{index}", "text": "x" * 100} for index in range(100)]
-    for body, content_type in ((json.dumps(rows).encode(), "application/json"),
-                               (("id,text\n" + "r,x\n" * 2000).encode(), "text/csv")):
+    for body, content_type in (
+        (json.dumps(rows).encode(), "application/json"),
+        (("id,text\n" + "r,x\n" * 2000).encode(), "text/csv"),
+    ):
         response = client_for(requester).generic("POST", _import_url(project), body, content_type=content_type)
         assert response.status_code == 413, response.content[:200]
         assert "DATA_UPLOAD_MAX_MEMORY_SIZE" in response.json()["detail"]
     assignment = next_task(project=project, annotator=annotator)
     big = json.dumps({"item": assignment.item.external_id, "label": "cat", "pad": "x" * 5000}).encode()
-    response = _token_client(annotator).generic("POST", f"/api/projects/{project.pk}/annotations/", big,
-                                                content_type="application/json")
+    response = _token_client(annotator).generic(
+        "POST", f"/api/projects/{project.pk}/annotations/", big, content_type="application/json"
+    )
     assert response.status_code == 413 and not Annotation.objects.exists()
     assert Item.objects.filter(external_id="r0").count() == 0

@@ -4,6 +4,7 @@ Each case sends the same bad value through the serializer, the HTTP API and the
 service, and requires the same field and the same message from all three; the
 limit comes from settings *at the time of the check*, so changing it moves both.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -59,7 +60,11 @@ def _api_errors(client: APIClient, project: Project, fields: dict[str, str]) -> 
 @pytest.mark.parametrize(
     ("fields", "field", "words"),
     [
-        ({"external_id": "t", "text": "x" * 6}, "text", "is 6 characters long; at most 5 are allowed (ITEM_TEXT_MAX_LENGTH)."),
+        (
+            {"external_id": "t", "text": "x" * 6},
+            "text",
+            "is 6 characters long; at most 5 are allowed (ITEM_TEXT_MAX_LENGTH).",
+        ),
         ({"external_id": "t", "text": "a\x00b"}, "text", "a NUL character"),
         ({"external_id": "x" * 256}, "external_id", "is required, 1–255 characters."),
         ({"external_id": "   "}, "external_id", "is required, 1–255 characters."),
@@ -67,8 +72,13 @@ def _api_errors(client: APIClient, project: Project, fields: dict[str, str]) -> 
     ids=["text-too-long", "text-nul", "id-too-long", "id-blank"],
 )
 def test_the_same_bad_field_gets_the_same_error_everywhere(
-    project: Project, requester: Any, client_for: Callable[[Any], APIClient], settings: Any,
-    fields: dict[str, str], field: str, words: str,
+    project: Project,
+    requester: Any,
+    client_for: Callable[[Any], APIClient],
+    settings: Any,
+    fields: dict[str, str],
+    field: str,
+    words: str,
 ) -> None:
     settings.ITEM_TEXT_MAX_LENGTH = 5
     from_serializer = _serializer_errors(fields)

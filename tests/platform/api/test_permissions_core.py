@@ -1,5 +1,6 @@
 """Permission matrix of every core endpoint × {anonymous, annotator, outsider,
 other requester, owner, admin}."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -21,7 +22,9 @@ ANNOTATE = {"anonymous": 401, "outsider": 404, "other_requester": 404, "owner": 
 def test_project_list(project: Project, assert_matrix: Any, requester: Any) -> None:
     other = ProjectFactory(name="Someone else's")
     responses = assert_matrix(
-        "get", f"{P}/", {"anonymous": 401, "annotator": 200, "outsider": 200, "other_requester": 200, "owner": 200, "admin": 200}
+        "get",
+        f"{P}/",
+        {"anonymous": 401, "annotator": 200, "outsider": 200, "other_requester": 200, "owner": 200, "admin": 200},
     )
     ids = {role: {row["id"] for row in r.data["results"]} for role, r in responses.items() if role != "anonymous"}
     assert ids["annotator"] == {project.pk} and ids["owner"] == {project.pk}
@@ -36,7 +39,10 @@ def test_project_list(project: Project, assert_matrix: Any, requester: Any) -> N
 def test_project_create(assert_matrix: Any) -> None:
     body = {"name": "New", "classes": [{"name": "yes", "key": "y"}, {"name": "no", "key": "n"}]}
     assert_matrix(
-        "post", f"{P}/", {"anonymous": 401, "annotator": 403, "outsider": 403, "other_requester": 201, "owner": 201, "admin": 201}, data=body
+        "post",
+        f"{P}/",
+        {"anonymous": 401, "annotator": 403, "outsider": 403, "other_requester": 201, "owner": 201, "admin": 201},
+        data=body,
     )
     assert Project.objects.filter(name="New").count() == 3
 

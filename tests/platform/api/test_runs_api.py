@@ -1,4 +1,5 @@
 """Runs and results API: permission matrix, run now, filters, schema."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -50,7 +51,8 @@ def test_runs_list_and_detail_permissions(project: Any, published: InferenceRun,
 def test_run_now_permissions_and_single_active_run(project: Any, assert_matrix: Any) -> None:
     url = f"/api/projects/{project.pk}/runs/"
     assert_matrix(
-        "post", url,
+        "post",
+        url,
         {"anonymous": 401, "annotator": 403, "outsider": 404, "other_requester": 404},
         data={},
     )
@@ -73,8 +75,12 @@ def test_run_now_offers_a_full_cold_refit(project: Any, client_for: Any, request
     assert InferenceRun.objects.get(pk=response.json()["id"]).cold_refit is True
 
 
-def test_runs_report_how_they_were_fitted(project: Any, published: InferenceRun, client_for: Any, requester: Any) -> None:
-    InferenceRun.objects.filter(pk=published.pk).update(fit_mode="warm", fit_reason="because", warm_start_from=published)
+def test_runs_report_how_they_were_fitted(
+    project: Any, published: InferenceRun, client_for: Any, requester: Any
+) -> None:
+    InferenceRun.objects.filter(pk=published.pk).update(
+        fit_mode="warm", fit_reason="because", warm_start_from=published
+    )
     run = client_for(requester).get(f"/api/projects/{project.pk}/runs/{published.pk}/").json()
     assert (run["fit_mode"], run["fit_reason"], run["warm_start_from"]) == ("warm", "because", published.pk)
 
@@ -123,7 +129,9 @@ def test_latest_annotators_permissions(
     assert 0.0 <= mine["learned_accuracy"] <= 1.0
 
 
-def test_common_confusion(project: Any, published: InferenceRun, assert_matrix: Any, client_for: Any, requester: Any) -> None:
+def test_common_confusion(
+    project: Any, published: InferenceRun, assert_matrix: Any, client_for: Any, requester: Any
+) -> None:
     url = f"/api/projects/{project.pk}/results/common-confusion/"
     missing = client_for(requester).get(url)
     assert missing.status_code == 404 and "only CoNAL" in missing.json()["detail"]
@@ -172,7 +180,8 @@ def test_cancel_permissions_conflicts_and_published_results(
     assert run is not None and run_claim(run_id=run.pk, worker="w@h/1")
     url = f"/api/projects/{project.pk}/runs/{run.pk}/cancel/"
     responses = assert_matrix(
-        "post", url,
+        "post",
+        url,
         {"anonymous": 401, "annotator": 403, "outsider": 404, "other_requester": 404, "owner": 200, "admin": 409},
     )
     body = responses["owner"].json()

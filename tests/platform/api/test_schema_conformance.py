@@ -1,6 +1,7 @@
 """The OpenAPI schema matches what the API answers (issue 14, item 8): one test
 per violation schemathesis reported, each a real request through the WSGI app
 whose status code, content type and body are validated against /api/schema/."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -46,16 +47,20 @@ def test_item_url_may_be_empty(project: Project, requester: Any, annotator: Any)
     # "" where the schema said format "uri".
     response = _call("GET", "/api/projects/{project_pk}/items/", requester, path_parameters={"project_pk": project.pk})
     assert {row["url"] for row in response.json()["results"]} == {""}
-    response = _call("POST", "/api/projects/{project_pk}/next-task/", annotator,
-                     path_parameters={"project_pk": project.pk})
+    response = _call(
+        "POST", "/api/projects/{project_pk}/next-task/", annotator, path_parameters={"project_pk": project.pk}
+    )
     assert response.json()["item"]["url"] == ""
 
 
-@pytest.mark.parametrize("path", ["/api/projects/{project_pk}/crowd/import/", "/api/projects/{project_pk}/items/upload/"])
+@pytest.mark.parametrize(
+    "path", ["/api/projects/{project_pk}/crowd/import/", "/api/projects/{project_pk}/items/upload/"]
+)
 def test_import_400_bodies_have_detail(project: Project, requester: Any, path: str) -> None:
     # A form without its file answered DRF's {"file": [...]}, without "detail".
-    response = _call("POST", path, requester, path_parameters={"project_pk": project.pk},
-                     body={}, media_type="multipart/form-data")
+    response = _call(
+        "POST", path, requester, path_parameters={"project_pk": project.pk}, body={}, media_type="multipart/form-data"
+    )
     assert response.status_code == 400
     body = response.json()
     assert body["detail"].startswith("Nothing was imported") and body["errors"][0]["field"] in {"file", "external_id"}
@@ -74,15 +79,29 @@ def test_error_status_codes_are_documented(project: Project, requester: Any, ann
     ids = {"project_pk": project.pk}
     assert _call("GET", "/api/projects/{project_pk}/runs/", path_parameters=ids).status_code == 401
     assert _call("GET", "/api/projects/{project_pk}/runs/", annotator, path_parameters=ids).status_code == 403
-    assert _call("GET", "/api/projects/{project_pk}/results/labels/", requester,
-                 path_parameters=ids).status_code == 404
-    assert _call("GET", "/api/projects/{project_pk}/annotations/", requester, path_parameters=ids,
-                 query={"offset": "-1"}).status_code == 400
-    assert _call("POST", "/api/auth/token/", body={"username": "requester", "password": "wrong"},
-                 media_type="application/json").status_code == 400
+    assert _call("GET", "/api/projects/{project_pk}/results/labels/", requester, path_parameters=ids).status_code == 404
+    assert (
+        _call(
+            "GET", "/api/projects/{project_pk}/annotations/", requester, path_parameters=ids, query={"offset": "-1"}
+        ).status_code
+        == 400
+    )
+    assert (
+        _call(
+            "POST",
+            "/api/auth/token/",
+            body={"username": "requester", "password": "wrong"},
+            media_type="application/json",
+        ).status_code
+        == 400
+    )
     # A path the URL patterns do not match (a non-numeric id) is a JSON 404, not the HTML page.
-    response = _call("GET", "/api/projects/{project_pk}/runs/{run_pk}/", requester,
-                     path_parameters={"project_pk": project.pk, "run_pk": "latest"})
+    response = _call(
+        "GET",
+        "/api/projects/{project_pk}/runs/{run_pk}/",
+        requester,
+        path_parameters={"project_pk": project.pk, "run_pk": "latest"},
+    )
     assert response.status_code == 404 and response.json() == {"detail": "Not found."}
 
 

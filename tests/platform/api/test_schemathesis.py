@@ -10,6 +10,7 @@ Path ids are pinned to a real project/item/annotation/assignment (unless the
 case deliberately makes the path invalid) so that generated bodies reach the
 views instead of stopping at 404.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -94,19 +95,36 @@ def _published_run(project: Project, annotator: Any) -> InferenceRun:
     """A published run with one row of every kind of result, written directly
     (no training), so that every results endpoint answers a body to validate."""
     run = InferenceRun.objects.create(
-        project=project, model="crowding", status=RunStatus.PUBLISHED, fit_mode="cold", fit_reason="first run",
-        n_items=5, n_annotations=1, n_annotators=1, loss_history=[1.0, 0.5], final_loss=0.5,
-        metrics={"accuracy": 1.0}, timings={"fit": 0.1}, published_at=timezone.now(),
+        project=project,
+        model="crowding",
+        status=RunStatus.PUBLISHED,
+        fit_mode="cold",
+        fit_reason="first run",
+        n_items=5,
+        n_annotations=1,
+        n_annotators=1,
+        loss_history=[1.0, 0.5],
+        final_loss=0.5,
+        metrics={"accuracy": 1.0},
+        timings={"fit": 0.1},
+        published_at=timezone.now(),
     )
     items = list(project.items.order_by("id"))
     eye = [[1.0 if row == column else 0.0 for column in range(3)] for row in range(3)]
     AggregatedLabel.objects.bulk_create(
-        AggregatedLabel(run=run, item=item, label="cat", confidence=0.9, probabilities=[0.9, 0.05, 0.05],
-                        n_annotations=item.n_annotations)
+        AggregatedLabel(
+            run=run,
+            item=item,
+            label="cat",
+            confidence=0.9,
+            probabilities=[0.9, 0.05, 0.05],
+            n_annotations=item.n_annotations,
+        )
         for item in items
     )
-    AnnotatorConfusion.objects.create(run=run, annotator=annotator, matrix=eye, omega=0.2, omegas=[0.2],
-                                      n_annotations=1, learned_accuracy=1.0)
+    AnnotatorConfusion.objects.create(
+        run=run, annotator=annotator, matrix=eye, omega=0.2, omegas=[0.2], n_annotations=1, learned_accuracy=1.0
+    )
     CommonConfusion.objects.create(run=run, matrix=eye)
     GeneratedAnnotation.objects.create(run=run, item=items[-1], annotator=annotator, label="dog", probability=0.7)
     return run

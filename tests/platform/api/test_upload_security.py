@@ -5,6 +5,7 @@ Before the fix the client's declared content type was trusted and its file
 name kept, so an HTML or SVG page uploaded "as image/png" was later served
 from crowdlab's origin as a page (``tests/platform/front/test_media.py``).
 """
+
 from __future__ import annotations
 
 import re
@@ -31,7 +32,9 @@ def media_root(settings: Any, tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _upload(client: Any, project: Project, name: str, content: bytes, content_type: str, external_id: str = "img") -> Any:
+def _upload(
+    client: Any, project: Project, name: str, content: bytes, content_type: str, external_id: str = "img"
+) -> Any:
     url = reverse("api:project-items-upload", kwargs={"project_pk": project.pk})
     upload = SimpleUploadedFile(name, content, content_type)
     return client.post(url, {"external_id": external_id, "image": upload}, format="multipart")
@@ -53,8 +56,13 @@ def _stored_files(root: Path) -> list[Path]:
     ids=["html-as-png", "svg", "svg-as-png", "png-signature-only", "bmp"],
 )
 def test_upload_refuses_what_is_not_a_png_jpeg_gif_or_webp(
-    name: str, content: bytes, content_type: str, project: Project, requester: Any,
-    client_for: Callable[[Any], Any], media_root: Path,
+    name: str,
+    content: bytes,
+    content_type: str,
+    project: Project,
+    requester: Any,
+    client_for: Callable[[Any], Any],
+    media_root: Path,
 ) -> None:
     response = _upload(client_for(requester), project, name, content, content_type)
 
@@ -66,11 +74,14 @@ def test_upload_refuses_what_is_not_a_png_jpeg_gif_or_webp(
     assert _stored_files(media_root) == []
 
 
-@pytest.mark.parametrize(
-    ("fmt", "extension"), [("PNG", ".png"), ("JPEG", ".jpg"), ("GIF", ".gif"), ("WEBP", ".webp")]
-)
+@pytest.mark.parametrize(("fmt", "extension"), [("PNG", ".png"), ("JPEG", ".jpg"), ("GIF", ".gif"), ("WEBP", ".webp")])
 def test_upload_stores_a_real_image_under_a_server_chosen_name(
-    fmt: str, extension: str, project: Project, requester: Any, client_for: Callable[[Any], Any], media_root: Path,
+    fmt: str,
+    extension: str,
+    project: Project,
+    requester: Any,
+    client_for: Callable[[Any], Any],
+    media_root: Path,
 ) -> None:
     content = image_bytes(fmt)
     # The client's name and declared type are lies; neither matters, the bytes do.
@@ -85,7 +96,10 @@ def test_upload_stores_a_real_image_under_a_server_chosen_name(
 
 
 def test_two_uploads_of_the_same_name_never_share_a_file(
-    project: Project, requester: Any, client_for: Callable[[Any], Any], media_root: Path,
+    project: Project,
+    requester: Any,
+    client_for: Callable[[Any], Any],
+    media_root: Path,
 ) -> None:
     client = client_for(requester)
     first = _upload(client, project, "cat.png", image_bytes("PNG"), "image/png", external_id="a")
@@ -97,7 +111,10 @@ def test_two_uploads_of_the_same_name_never_share_a_file(
 
 
 def test_upload_refusals_name_every_allowed_type(
-    project: Project, requester: Any, client_for: Callable[[Any], Any], media_root: Path,
+    project: Project,
+    requester: Any,
+    client_for: Callable[[Any], Any],
+    media_root: Path,
 ) -> None:
     response = _upload(client_for(requester), project, "x.txt", b"plain text", "text/plain")
     message = response.json()["errors"][0]["message"]

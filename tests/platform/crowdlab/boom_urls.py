@@ -1,4 +1,5 @@
 """The site's URLs plus two views that fail, for the 500 handler's tests."""
+
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse

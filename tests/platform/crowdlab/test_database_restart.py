@@ -5,6 +5,7 @@ temporary folder, on a spare port; as the ``postgres`` user when run as root),
 migrates a database there and serves crowdlab from it with gunicorn. It then
 restarts and stops *that* cluster, never the shared one.
 """
+
 from __future__ import annotations
 
 import glob
@@ -65,21 +66,19 @@ class Cluster:
         # To a file, not a pipe: the server pg_ctl starts inherits its output and
         # would hold a pipe open for good.
         with open(self.root / "commands.log", "ab") as out:
-            subprocess.run(command, check=True, timeout=timeout, stdout=out, stderr=subprocess.STDOUT,
-                           stdin=subprocess.DEVNULL)
+            subprocess.run(
+                command, check=True, timeout=timeout, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
 
     def init(self) -> None:
-        self._run(_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                  "--no-sync")
+        self._run(_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w",
-                  "start")
+        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
 
     def restart(self) -> None:
-        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-m", "fast", "-w",
-                  "restart")
+        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-m", "fast", "-w", "restart")
 
     def stop(self) -> None:
         self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
@@ -123,8 +122,13 @@ def _env(cluster: Cluster) -> dict[str, str]:
 
 def _manage(cluster: Cluster, *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, str(REPO / "manage.py"), *args], env=_env(cluster), cwd=REPO, check=True,
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, str(REPO / "manage.py"), *args],
+        env=_env(cluster),
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     return done.stdout
 
@@ -137,18 +141,42 @@ def server(cluster: Cluster) -> Iterator[dict[str, Any]]:
     with psycopg.connect(f"host=127.0.0.1 port={cluster.port} user=postgres dbname=postgres", autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {DB_NAME}")
     _manage(cluster, "migrate", "--no-input", "-v", "0")
-    token = _manage(
-        cluster, "shell", "-c",
-        "from django.contrib.auth import get_user_model; from rest_framework.authtoken.models import Token; "
-        "u = get_user_model().objects.create_user('restart_requester', password='restart-pass-123'); "
-        "print(Token.objects.create(user=u).key)",
-    ).strip().splitlines()[-1]
+    token = (
+        _manage(
+            cluster,
+            "shell",
+            "-c",
+            "from django.contrib.auth import get_user_model; from rest_framework.authtoken.models import Token; "
+            "u = get_user_model().objects.create_user('restart_requester', password='restart-pass-123'); "
+            "print(Token.objects.create(user=u).key)",
+        )
+        .strip()
+        .splitlines()[-1]
+    )
     port = _free_port()
     with open(cluster.root / "gunicorn.log", "wb") as log:  # gunicorn keeps its own descriptor
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "crowdlab.wsgi:application", "--chdir", str(REPO / "platform"),
-             "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "1", "--timeout", "60"],
-            env=_env(cluster), cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "crowdlab.wsgi:application",
+                "--chdir",
+                str(REPO / "platform"),
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "1",
+                "--threads",
+                "1",
+                "--timeout",
+                "60",
+            ],
+            env=_env(cluster),
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -167,9 +195,14 @@ def server(cluster: Cluster) -> Iterator[dict[str, Any]]:
         csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
         assert csrf is not None
         logged_in = browser.post(
-            f"{base}/login/", timeout=10, allow_redirects=False,
-            data={"username": "restart_requester", "password": "restart-pass-123",
-                  "csrfmiddlewaretoken": csrf.group(1)},
+            f"{base}/login/",
+            timeout=10,
+            allow_redirects=False,
+            data={
+                "username": "restart_requester",
+                "password": "restart-pass-123",
+                "csrfmiddlewaretoken": csrf.group(1),
+            },
             headers={"Referer": f"{base}/login/"},
         )
         assert logged_in.status_code == 302, logged_in.text[:500]
@@ -180,9 +213,7 @@ def server(cluster: Cluster) -> Iterator[dict[str, Any]]:
         log.close()
 
 
-def test_database_restart_answers_503_with_retry_after_then_recovers(
-    cluster: Cluster, server: dict[str, Any]
-) -> None:
+def test_database_restart_answers_503_with_retry_after_then_recovers(cluster: Cluster, server: dict[str, Any]) -> None:
     api = requests.Session()
     api.headers["Authorization"] = f"Token {server['token']}"
     projects = f"{server['base']}/api/projects/"
@@ -217,8 +248,10 @@ def test_database_restart_answers_503_with_retry_after_then_recovers(
     assert "Internal Server Error" not in server["log"].read_text(errors="replace")
 
 
-@pytest.mark.parametrize("error", [OperationalError("server closed the connection unexpectedly"),
-                                   InterfaceError("connection already closed")])
+@pytest.mark.parametrize(
+    "error",
+    [OperationalError("server closed the connection unexpectedly"), InterfaceError("connection already closed")],
+)
 def test_handler500_answers_503_for_a_lost_connection_raised_outside_a_view(error: Exception) -> None:
     # Django calls handler500 inside its ``except`` block, e.g. when the session
     # middleware fails to save a session: the error is in sys.exc_info().

@@ -7,6 +7,7 @@ gunicorn. An annotator labels an item, the requester's run is executed by the
 worker and published; Ctrl-C (SIGINT) stops every process, the PostgreSQL
 server included, and a second start serves within 30 s.
 """
+
 from __future__ import annotations
 
 import os
@@ -64,9 +65,24 @@ class Demo:
         started = time.monotonic()
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "crowdlab.cli", "demo", "--port", str(self.port),
-                 "--items", "80", "--workers", "6", "--unlabelled", "20"],
-                cwd=self.scratch, env=env, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "crowdlab.cli",
+                    "demo",
+                    "--port",
+                    str(self.port),
+                    "--items",
+                    "80",
+                    "--workers",
+                    "6",
+                    "--unlabelled",
+                    "20",
+                ],
+                cwd=self.scratch,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = started + 300
         while time.monotonic() < deadline:
@@ -98,8 +114,9 @@ class Demo:
 
 
 def _token(url: str, username: str) -> dict[str, str]:
-    response = requests.post(f"{url}/api/auth/token/",
-                             json={"username": username, "password": f"{username}-demo-pass"}, timeout=10)
+    response = requests.post(
+        f"{url}/api/auth/token/", json={"username": username, "password": f"{username}-demo-pass"}, timeout=10
+    )
     assert response.status_code == 200, response.text
     return {"Authorization": f"Token {response.json()['token']}"}
 
@@ -121,8 +138,12 @@ def test_crowdlab_demo_on_a_bare_machine_labels_infers_stops_and_restarts(tmp_pa
         project = projects[0]["id"]
         task = requests.post(f"{demo.url}/api/projects/{project}/next-task/", headers=annotator, timeout=10)
         assert task.status_code == 200, task.text
-        submit = requests.post(f"{demo.url}/api/projects/{project}/annotations/", headers=annotator, timeout=10,
-                               json={"item": task.json()["item"]["external_id"], "label": "cat"})
+        submit = requests.post(
+            f"{demo.url}/api/projects/{project}/annotations/",
+            headers=annotator,
+            timeout=10,
+            json={"item": task.json()["item"]["external_id"], "label": "cat"},
+        )
         assert submit.status_code == 201, submit.text
 
         # The demo's crowd is past the project's threshold: the label may have started a run

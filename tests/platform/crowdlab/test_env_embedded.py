@@ -1,4 +1,5 @@
 """Unset database/broker variables mean "embedded"; SQLite is refused with a clear error."""
+
 from __future__ import annotations
 
 import pytest

@@ -3,6 +3,7 @@
 The endpoint is public on purpose (a healthcheck carries no credentials): the
 tests prove that anyone, logged in or not, gets only ok/down per service.
 """
+
 from __future__ import annotations
 
 import json
@@ -72,8 +73,9 @@ def test_health_only_reads(client: Client) -> None:
 
 def _healthcheck(database_url: str, broker_url: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url, "CELERY_BROKER_URL": broker_url}
-    return subprocess.run([sys.executable, "manage.py", "healthcheck"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "manage.py", "healthcheck"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_healthcheck_command_for_beat() -> None:

@@ -4,6 +4,7 @@ Every response carries it, the API's hot paths included; the header is the
 one django-csp builds from ``CONTENT_SECURITY_POLICY``, built once, and a
 per-view policy (django-csp's decorators) still wins.
 """
+
 from __future__ import annotations
 
 from typing import Any

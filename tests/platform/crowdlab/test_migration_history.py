@@ -7,6 +7,7 @@ proves it end to end: the pre-move code, taken from git, migrates a scratch
 database and stores a project with an annotation; the moved code then finds
 nothing to migrate and reads the same rows.
 """
+
 from __future__ import annotations
 
 import os
@@ -82,8 +83,23 @@ def code_before_the_move(tmp_path: Path) -> Path:
     """The pre-move tree, exported from git (a clean clone of main has the history)."""
     archive = tmp_path / "before.tar"
     try:
-        subprocess.run(["git", "-C", str(REPO), "archive", "-o", str(archive), BEFORE_THE_MOVE,
-                        "manage.py", "platform", "inference"], check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [
+                "git",
+                "-C",
+                str(REPO),
+                "archive",
+                "-o",
+                str(archive),
+                BEFORE_THE_MOVE,
+                "manage.py",
+                "platform",
+                "inference",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
     except (OSError, subprocess.CalledProcessError) as exc:
         pytest.skip(f"needs git and the repository's history (commit {BEFORE_THE_MOVE}): {exc}")
     with tarfile.open(archive) as tar:
@@ -93,11 +109,16 @@ def code_before_the_move(tmp_path: Path) -> Path:
 
 def _manage(root: Path, database_url: str, *args: str) -> str:
     env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(root), "LANG": "C.UTF-8",
-        "DATABASE_URL": database_url, "CELERY_BROKER_URL": "memory://", "DEBUG": "1",
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(root),
+        "LANG": "C.UTF-8",
+        "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": "memory://",
+        "DEBUG": "1",
     }
-    done = subprocess.run([sys.executable, "manage.py", *args], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=240)
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=root, env=env, capture_output=True, text=True, timeout=240
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 
@@ -123,11 +144,17 @@ def test_a_database_from_before_the_move_migrates_cleanly_and_keeps_its_data(
     # Nothing the old code applied is planned again (migrations added after
     # the move may be planned; none of the old ones).
     plan = _manage(REPO, scratch_database, "migrate", "--plan")
-    planned = {tuple(line.strip().split(".", 1)) for line in plan.splitlines() if "." in line and " " not in line.strip()}
+    planned = {
+        tuple(line.strip().split(".", 1)) for line in plan.splitlines() if "." in line and " " not in line.strip()
+    }
     assert not planned & OLD_MIGRATIONS, plan
     _manage(REPO, scratch_database, "migrate", "--no-input")
     assert _recorded(scratch_database) >= OLD_MIGRATIONS
     # The last line: Django's shell may first say what it imported automatically.
     assert _manage(REPO, scratch_database, "shell", "-c", READ).strip().splitlines()[-1].split() == [
-        "old-owner", "['cat',", "'dog']", "i1", "cat"
+        "old-owner",
+        "['cat',",
+        "'dog']",
+        "i1",
+        "cat",
     ]

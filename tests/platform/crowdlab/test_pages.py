@@ -1,5 +1,6 @@
 """Site-wide pages and files: the 500 page, the favicon, the offline API docs,
 and WhiteNoise starting without a warning."""
+
 from __future__ import annotations
 
 import os
@@ -88,10 +89,15 @@ def test_swagger_ui_init_script_is_a_file(client: Client) -> None:
 def test_an_uncollected_static_root_starts_without_a_warning(tmp_path: Path) -> None:
     # What `manage.py demo` or gunicorn on a checkout does: load the WSGI app
     # (and so the middleware) with DEBUG off and no collectstatic run.
-    env = {**os.environ, "DEBUG": "0", "STATIC_ROOT": str(tmp_path / "never-collected"),
-           "PYTHONWARNINGS": "always"}
-    started = subprocess.run([sys.executable, "-c", "import crowdlab.wsgi"], cwd=REPO / "platform", env=env,
-                             capture_output=True, text=True, timeout=60)
+    env = {**os.environ, "DEBUG": "0", "STATIC_ROOT": str(tmp_path / "never-collected"), "PYTHONWARNINGS": "always"}
+    started = subprocess.run(
+        [sys.executable, "-c", "import crowdlab.wsgi"],
+        cwd=REPO / "platform",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert started.returncode == 0, started.stderr
     assert "No directory at" not in started.stderr
 

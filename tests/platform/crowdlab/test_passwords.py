@@ -5,6 +5,7 @@ Checked where passwords are set in crowdlab: the admin's "add user" form
 Before the fix only the minimum length was checked, so "password123" or a
 password like the username was accepted.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -9,6 +9,7 @@
 The start-up checks run ``manage.py`` in a subprocess with an environment
 built from scratch, as a deployment would start it.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,19 +29,28 @@ from crowdlab.env import DEVELOPMENT_SECRET_KEY, env_proxy_ssl_header, env_secre
 
 REPO = Path(__file__).resolve().parents[3]
 COMPOSE = REPO / "docker" / "compose.yaml"
-PUBLISHED_KEYS = [DEVELOPMENT_SECRET_KEY, "change-me-in-production", "build-only",
-                  "django-insecure-0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdef"]
+PUBLISHED_KEYS = [
+    DEVELOPMENT_SECRET_KEY,
+    "change-me-in-production",
+    "build-only",
+    "django-insecure-0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdef",
+]
 
 
 def _clean_env(**variables: str) -> dict[str, str]:
     """A process environment with nothing of this test run's (its SECRET_KEY included)."""
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
-            "LANG": "C.UTF-8", **variables}
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "LANG": "C.UTF-8",
+        **variables,
+    }
 
 
 def _manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(REPO / "manage.py"), *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(REPO / "manage.py"), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def _compose_environment(overrides: dict[str, str]) -> dict[str, str]:
@@ -140,19 +150,36 @@ def test_settings_read_the_https_switches_and_limits_from_the_environment() -> N
         "list(s.SECURE_PROXY_SSL_HEADER), s.REST_FRAMEWORK['NUM_PROXIES'], s.AXES_FAILURE_LIMIT, "
         "s.AXES_COOLOFF_TIME.total_seconds()]))"
     )
-    env = _clean_env(**environment, PYTHONPATH=os.pathsep.join([str(REPO / "platform"), str(REPO)]),
-                     DJANGO_SETTINGS_MODULE="crowdlab.settings")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    env = _clean_env(
+        **environment,
+        PYTHONPATH=os.pathsep.join([str(REPO / "platform"), str(REPO)]),
+        DJANGO_SETTINGS_MODULE="crowdlab.settings",
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [
-        True, True, True, 31536000, True, True, ["HTTP_X_FORWARDED_PROTO", "https"], 1, 7, 60.0,
+        True,
+        True,
+        True,
+        31536000,
+        True,
+        True,
+        ["HTTP_X_FORWARDED_PROTO", "https"],
+        1,
+        7,
+        60.0,
     ]
 
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("", None), ("X-Forwarded-Proto", ("HTTP_X_FORWARDED_PROTO", "https")),
-     ("X-Forwarded-Ssl: on", ("HTTP_X_FORWARDED_SSL", "on"))],
+    [
+        ("", None),
+        ("X-Forwarded-Proto", ("HTTP_X_FORWARDED_PROTO", "https")),
+        ("X-Forwarded-Ssl: on", ("HTTP_X_FORWARDED_SSL", "on")),
+    ],
 )
 def test_proxy_ssl_header_values(value: str, expected: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SECURE_PROXY_SSL_HEADER", value)

@@ -5,6 +5,7 @@ a crowd with a known systematic confusion whose run is computed for real.
 that no worker consumes on the test broker (``live_tasks_queue`` in
 tests/conftest.py), deleted at the session's end.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -2,6 +2,7 @@
 
 Shared by the test-client tests here and the browser tests (``tests/browser``).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -24,7 +25,6 @@ SCENE_CLASSES = [
 ]
 
 
-
 def make_confused_crowd(
     *, owner: Any, n_items: int = 80, seed: int = 0, name: str = "Scenes", model: str = "ds"
 ) -> tuple[Project, np.ndarray, list[Any]]:
@@ -34,16 +34,27 @@ def make_confused_crowd(
     Labels are stored directly, like a crowd import. Returns (project, truth, annotators)."""
     rng = np.random.default_rng(seed)
     project = Project.objects.create(
-        owner=owner, name=name, classes=[dict(c) for c in SCENE_CLASSES], k=5, model=model,
-        retrain_every_n=100_000, retrain_every_minutes=100_000, instructions="Pick the **scene**.",
+        owner=owner,
+        name=name,
+        classes=[dict(c) for c in SCENE_CLASSES],
+        k=5,
+        model=model,
+        retrain_every_n=100_000,
+        retrain_every_minutes=100_000,
+        instructions="Pick the **scene**.",
     )
     names = [c["name"] for c in SCENE_CLASSES]
     c = len(names)
     truth = rng.integers(0, c, size=n_items)
     items = Item.objects.bulk_create(
         [
-            Item(project=project, external_id=f"s{i:03d}", kind=ItemKind.TEXT, text=f"a photo of a {names[truth[i]]}",
-                 gold_label=names[truth[i]] if i % 4 == 0 else None)
+            Item(
+                project=project,
+                external_id=f"s{i:03d}",
+                kind=ItemKind.TEXT,
+                text=f"a photo of a {names[truth[i]]}",
+                gold_label=names[truth[i]] if i % 4 == 0 else None,
+            )
             for i in range(n_items)
         ]
     )

@@ -3,6 +3,7 @@
 Anonymous people are sent to the login page; members asking for owner pages
 get 403; people with no relation to the project get 404 (ids do not leak).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -17,7 +18,14 @@ from crowdlab.results.services import run_create
 
 pytestmark = pytest.mark.django_db
 
-OWNER_PAGE = {"anonymous": "login", "annotator": 403, "outsider": 404, "other_requester": 404, "owner": 200, "admin": 200}
+OWNER_PAGE = {
+    "anonymous": "login",
+    "annotator": 403,
+    "outsider": 404,
+    "other_requester": 404,
+    "owner": 200,
+    "admin": 200,
+}
 
 
 @pytest.mark.parametrize(
@@ -49,7 +57,8 @@ def test_run_status(project: Project, web_matrix: Callable[..., Any]) -> None:
 def test_run_now_post(project: Project, web_matrix: Callable[..., Any]) -> None:
     url = reverse("front:run-now", args=[project.pk])
     web_matrix(
-        "post", url,
+        "post",
+        url,
         {"anonymous": "login", "annotator": 403, "outsider": 404, "other_requester": 404, "owner": 302, "admin": 302},
     )
     assert project.runs.count() == 1  # the admin's click found the owner's run active
@@ -77,14 +86,16 @@ def test_owner_posts_refused_to_others(project: Project, web_matrix: Callable[..
 
 def test_project_new(web_matrix: Callable[..., Any], project: Project) -> None:
     web_matrix(
-        "get", reverse("front:project-new"),
+        "get",
+        reverse("front:project-new"),
         {"anonymous": "login", "annotator": 403, "outsider": 403, "other_requester": 200, "owner": 200, "admin": 200},
     )
 
 
 def test_home(web_matrix: Callable[..., Any], project: Project) -> None:
     responses = web_matrix(
-        "get", reverse("home"),
+        "get",
+        reverse("home"),
         {"anonymous": "login", "annotator": 200, "outsider": 200, "other_requester": 200, "owner": 200, "admin": 200},
     )
     assert project.name in responses["annotator"].content.decode()
@@ -101,7 +112,8 @@ def test_home(web_matrix: Callable[..., Any], project: Project) -> None:
 def test_label_pages(method: str, name: str, project: Project, web_matrix: Callable[..., Any]) -> None:
     # Owners and admins manage, they do not label: 403 unless they are members.
     web_matrix(
-        method, reverse(name, args=[project.pk]),
+        method,
+        reverse(name, args=[project.pk]),
         {"anonymous": "login", "annotator": 200, "outsider": 404, "other_requester": 404, "owner": 403, "admin": 403},
     )
 
@@ -110,7 +122,8 @@ def test_label_next_refuses_get_and_leases_nothing(project: Project, web_matrix:
     # Asking for the next task leases an item: a GET (a prefetch, a reload, a
     # link checker) must not, so it is refused before anything is written.
     web_matrix(
-        "get", reverse("front:label-next", args=[project.pk]),
+        "get",
+        reverse("front:label-next", args=[project.pk]),
         {"anonymous": "login", "annotator": 405, "outsider": 405, "owner": 405, "admin": 405},
     )
     assert not Assignment.objects.exists()
@@ -119,7 +132,8 @@ def test_label_next_refuses_get_and_leases_nothing(project: Project, web_matrix:
 @pytest.mark.parametrize("name", ["front:label-submit", "front:label-skip", "front:label-undo"])
 def test_label_posts(name: str, project: Project, web_matrix: Callable[..., Any]) -> None:
     web_matrix(
-        "post", reverse(name, args=[project.pk]),
+        "post",
+        reverse(name, args=[project.pk]),
         {"anonymous": "login", "outsider": 404, "other_requester": 404, "owner": 403, "admin": 403, "annotator": 400},
     )
 
@@ -128,7 +142,8 @@ def test_item_media(project: Project, web_matrix: Callable[..., Any]) -> None:
     item = project.items.first()
     # Text items have no image: 404 for those allowed to ask, the usual refusals for the rest.
     web_matrix(
-        "get", reverse("front:item-media", args=[project.pk, item.pk]),
+        "get",
+        reverse("front:item-media", args=[project.pk, item.pk]),
         {"anonymous": "login", "outsider": 404, "other_requester": 404, "annotator": 403, "owner": 404, "admin": 404},
     )
 

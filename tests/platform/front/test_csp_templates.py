@@ -6,6 +6,7 @@ The policy allows only the site's own script and style files: an inline
 that on the pages they visit; this catches it on every template). ``json_script``
 data blocks are fine: they are data, never executed.
 """
+
 from __future__ import annotations
 
 import re
@@ -28,7 +29,9 @@ FORBIDDEN_IN_TEMPLATES = {
 # Comments are not markup: they may talk about what they removed.
 COMMENTS = re.compile(r"\{#.*?#\}|\{% comment %\}.*?\{% endcomment %\}|<!--.*?-->", re.DOTALL)
 FORBIDDEN_IN_SCRIPTS = {
-    "HTML parsing (may carry handlers or style attributes)": re.compile(r"\.(innerHTML|outerHTML)\s*=|insertAdjacentHTML"),
+    "HTML parsing (may carry handlers or style attributes)": re.compile(
+        r"\.(innerHTML|outerHTML)\s*=|insertAdjacentHTML"
+    ),
     "style attribute": re.compile(r"setAttribute\(\s*[\"']style"),
     "eval": re.compile(r"\beval\(|new Function\("),
 }

@@ -5,6 +5,7 @@ Past ``LOGIN_FAILURE_LIMIT`` failures per IP address or per username the
 form answers 429 with ``Retry-After`` and logs nobody in, the right password
 included, until ``LOGIN_LOCKOUT_SECONDS`` have passed.
 """
+
 from __future__ import annotations
 
 import time

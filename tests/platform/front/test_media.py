@@ -7,6 +7,7 @@ was served as ``text/html`` from crowdlab's origin: script in an admin's
 session. Files stored before the fix keep their client names, so serving
 re-reads the bytes instead of trusting any name.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -46,7 +47,10 @@ def _media_url(item: Item) -> str:
 
 
 def test_uploaded_image_is_served_with_its_verified_type_and_safe_headers(
-    project: Project, requester: Any, client_for: Callable[[Any], Any], web_client_for: Callable[[Any], Client],
+    project: Project,
+    requester: Any,
+    client_for: Callable[[Any], Any],
+    web_client_for: Callable[[Any], Client],
     media_root: Path,
 ) -> None:
     content = image_bytes("JPEG")
@@ -75,8 +79,13 @@ def test_uploaded_image_is_served_with_its_verified_type_and_safe_headers(
     ids=["html", "html-named-png", "svg", "no-extension"],
 )
 def test_a_legacy_file_that_is_not_an_image_is_never_served(
-    stored_name: str, content: bytes, project: Project, requester: Any, admin_user: Any,
-    web_client_for: Callable[[Any], Client], media_root: Path,
+    stored_name: str,
+    content: bytes,
+    project: Project,
+    requester: Any,
+    admin_user: Any,
+    web_client_for: Callable[[Any], Client],
+    media_root: Path,
 ) -> None:
     item = _legacy_item(project, stored_name, content)
     for viewer in (requester, admin_user):  # the admin is whom a stored XSS would target
@@ -86,7 +95,10 @@ def test_a_legacy_file_that_is_not_an_image_is_never_served(
 
 
 def test_a_legacy_image_under_a_client_name_is_served_by_its_bytes(
-    project: Project, requester: Any, web_client_for: Callable[[Any], Client], media_root: Path,
+    project: Project,
+    requester: Any,
+    web_client_for: Callable[[Any], Client],
+    media_root: Path,
 ) -> None:
     item = _legacy_item(project, "photo.html", image_bytes("GIF"))
     response = web_client_for(requester).get(_media_url(item))
@@ -96,8 +108,13 @@ def test_a_legacy_image_under_a_client_name_is_served_by_its_bytes(
 
 
 def test_media_is_refused_to_the_outsider_and_to_members_without_the_item(
-    project: Project, requester: Any, annotator: Any, outsider: Any, other_requester: Any,
-    web_client_for: Callable[[Any], Client], media_root: Path,
+    project: Project,
+    requester: Any,
+    annotator: Any,
+    outsider: Any,
+    other_requester: Any,
+    web_client_for: Callable[[Any], Client],
+    media_root: Path,
 ) -> None:
     Item.objects.filter(project=project).delete()
     item = _legacy_item(project, "cat.png", image_bytes("PNG"))

@@ -7,6 +7,7 @@ in each run state (none, pending, running, failed, cancelled, published, and
 each active or finished-without-results state after a published run, discarded included), by the
 people who may see them; each must answer its normal status and show the state.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -26,8 +27,16 @@ from tests.platform.front.crowds import run_now_synchronously
 pytestmark = pytest.mark.django_db
 
 STATES = [
-    "none", "pending", "running", "failed", "cancelled", "published",
-    "published+pending", "published+running", "published+failed", "published+cancelled",
+    "none",
+    "pending",
+    "running",
+    "failed",
+    "cancelled",
+    "published",
+    "published+pending",
+    "published+running",
+    "published+failed",
+    "published+cancelled",
     "published+discarded",
 ]
 
@@ -58,7 +67,9 @@ def _make_state(state: str, project: Project, requester: Any) -> dict[str, Infer
         assert run_progress(run_id=run.pk, worker="test-node/1", epoch=3, total=10)
     if last == "failed":
         assert run_fail(
-            run_id=run.pk, worker="test-node/1", error="all 10 annotations use the single class 'cat'",
+            run_id=run.pk,
+            worker="test-node/1",
+            error="all 10 annotations use the single class 'cat'",
             retry_after_annotation_id=Annotation.objects.filter(project=project).latest("id").pk,
         )
     if last == "cancelled":
@@ -75,7 +86,11 @@ def _make_state(state: str, project: Project, requester: Any) -> dict[str, Infer
 
 @pytest.mark.parametrize("state", STATES)
 def test_every_page_renders_in_every_run_state(
-    state: str, project: Project, requester: Any, annotator: Any, admin_user: Any,
+    state: str,
+    project: Project,
+    requester: Any,
+    annotator: Any,
+    admin_user: Any,
     web_client_for: Callable[..., Client],
 ) -> None:
     _label(project, annotator)

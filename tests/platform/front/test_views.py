@@ -1,4 +1,5 @@
 """What the web UI pages do, through Django's test client on real Postgres."""
+
 from __future__ import annotations
 
 import csv
@@ -33,7 +34,9 @@ def _post_json(client: Client, url: str, payload: dict[str, Any]) -> Any:
 # ---------------------------------------------------------------------------- labelling
 
 
-def test_label_flow_next_submit_skip_undo(project: Project, annotator: Any, web_client_for: Callable[..., Client]) -> None:
+def test_label_flow_next_submit_skip_undo(
+    project: Project, annotator: Any, web_client_for: Callable[..., Client]
+) -> None:
     client = web_client_for(annotator)
     page = client.get(reverse("front:label", args=[project.pk]))
     assert page.status_code == 200
@@ -49,8 +52,11 @@ def test_label_flow_next_submit_skip_undo(project: Project, annotator: Any, web_
     assert set(task["item"]) <= {"id", "external_id", "kind", "text", "src", "json"}
     assert task["item"]["text"] == item.text
 
-    answer = _post_json(client, reverse("front:label-submit", args=[project.pk]),
-                        {"assignment_id": task["assignment_id"], "label": "dog", "time_spent_ms": 1200})
+    answer = _post_json(
+        client,
+        reverse("front:label-submit", args=[project.pk]),
+        {"assignment_id": task["assignment_id"], "label": "dog", "time_spent_ms": 1200},
+    )
     assert answer.status_code == 200, answer.content
     body = answer.json()
     assert body["done"] == 1 and body["submitted"]["label"] == "dog"
@@ -61,8 +67,11 @@ def test_label_flow_next_submit_skip_undo(project: Project, annotator: Any, web_
     assert item.n_annotations == 1
 
     # A label that is not a class: 400 naming the allowed ones.
-    bad = _post_json(client, reverse("front:label-submit", args=[project.pk]),
-                     {"assignment_id": body["task"]["assignment_id"], "label": "horse"})
+    bad = _post_json(
+        client,
+        reverse("front:label-submit", args=[project.pk]),
+        {"assignment_id": body["task"]["assignment_id"], "label": "horse"},
+    )
     assert bad.status_code == 400 and "cat, dog, bird" in bad.json()["error"]
 
     # Undo within the grace period: the label is gone and the item comes back.
@@ -76,26 +85,33 @@ def test_label_flow_next_submit_skip_undo(project: Project, annotator: Any, web_
     assert again["task"]["item"]["id"] == item.pk
 
     # Skip: the next item is another one and the skipped one is not offered again.
-    skipped = _post_json(client, reverse("front:label-skip", args=[project.pk]), {"assignment_id": again["task"]["assignment_id"]})
+    skipped = _post_json(
+        client, reverse("front:label-skip", args=[project.pk]), {"assignment_id": again["task"]["assignment_id"]}
+    )
     assert skipped.status_code == 200
     assert skipped.json()["task"]["item"]["id"] != item.pk
     assert Assignment.objects.get(item=item, annotator=annotator).status == "skipped"
 
 
-def test_someone_elses_assignment_is_404(project: Project, annotator: Any, outsider: Any,
-                                        web_client_for: Callable[..., Client]) -> None:
+def test_someone_elses_assignment_is_404(
+    project: Project, annotator: Any, outsider: Any, web_client_for: Callable[..., Client]
+) -> None:
     from crowdlab.projects.services import membership_add
 
     membership_add(project=project, user=outsider)
     theirs = web_client_for(outsider).post(reverse("front:label-next", args=[project.pk])).json()["task"]
-    response = _post_json(web_client_for(annotator), reverse("front:label-submit", args=[project.pk]),
-                          {"assignment_id": theirs["assignment_id"], "label": "cat"})
+    response = _post_json(
+        web_client_for(annotator),
+        reverse("front:label-submit", args=[project.pk]),
+        {"assignment_id": theirs["assignment_id"], "label": "cat"},
+    )
     assert response.status_code == 404
     assert not Annotation.objects.exists()
 
 
-def test_label_page_sanitises_markdown_instructions(project: Project, annotator: Any,
-                                                    web_client_for: Callable[..., Client]) -> None:
+def test_label_page_sanitises_markdown_instructions(
+    project: Project, annotator: Any, web_client_for: Callable[..., Client]
+) -> None:
     project.instructions = "**Bold** rule\n\n<script>alert(1)</script>\n\n[x](javascript:alert(2))"
     project.save()
     html = web_client_for(annotator).get(reverse("front:label", args=[project.pk])).content.decode()
@@ -107,7 +123,11 @@ def test_nothing_left_message(project: Project, annotator: Any, web_client_for: 
     client = web_client_for(annotator)
     for _ in range(project.items.count()):
         task = client.post(reverse("front:label-next", args=[project.pk])).json()["task"]
-        _post_json(client, reverse("front:label-submit", args=[project.pk]), {"assignment_id": task["assignment_id"], "label": "cat"})
+        _post_json(
+            client,
+            reverse("front:label-submit", args=[project.pk]),
+            {"assignment_id": task["assignment_id"], "label": "cat"},
+        )
     final = client.post(reverse("front:label-next", args=[project.pk])).json()
     assert final["task"] is None and final["done"] == 5 and "Nothing left" in final["message"]
 
@@ -118,14 +138,25 @@ def test_nothing_left_message(project: Project, annotator: Any, web_client_for: 
 def test_create_and_edit_project(requester: Any, web_client_for: Callable[..., Client]) -> None:
     client = web_client_for(requester)
     form = {
-        "name": "Scenes", "instructions": "Look *carefully*.", "classes": "street, q\ninside city, w\nforest",
-        "k": 4, "model": "ds", "retrain_every_n": 20, "retrain_every_minutes": 5, "lease_seconds": 300,
-        "require_confirmation": "on", "is_active": "on",
+        "name": "Scenes",
+        "instructions": "Look *carefully*.",
+        "classes": "street, q\ninside city, w\nforest",
+        "k": 4,
+        "model": "ds",
+        "retrain_every_n": 20,
+        "retrain_every_minutes": 5,
+        "lease_seconds": 300,
+        "require_confirmation": "on",
+        "is_active": "on",
     }
     response = client.post(reverse("front:project-new"), form)
     assert response.status_code == 302
     project = Project.objects.get(owner=requester, name="Scenes")
-    assert project.classes == [{"name": "street", "key": "q"}, {"name": "inside city", "key": "w"}, {"name": "forest", "key": None}]
+    assert project.classes == [
+        {"name": "street", "key": "q"},
+        {"name": "inside city", "key": "w"},
+        {"name": "forest", "key": None},
+    ]
     assert (project.k, project.model, project.require_confirmation) == (4, "ds", True)
 
     # A reserved key is refused with the service's message, on the classes field.
@@ -141,16 +172,21 @@ def test_create_and_edit_project(requester: Any, web_client_for: Callable[..., C
     assert project.k == 5 and project.require_confirmation is False
 
 
-def test_upload_with_a_bad_row_imports_nothing(project: Project, requester: Any,
-                                               web_client_for: Callable[..., Client]) -> None:
+def test_upload_with_a_bad_row_imports_nothing(
+    project: Project, requester: Any, web_client_for: Callable[..., Client]
+) -> None:
     upload = SimpleUploadedFile("items.csv", b"external_id,text,gold\nn1,first,cat\nn2,second,zebra\nn3,third,\n")
-    response = web_client_for(requester).post(reverse("front:project-upload", args=[project.pk]), {"items-file": upload})
+    response = web_client_for(requester).post(
+        reverse("front:project-upload", args=[project.pk]), {"items-file": upload}
+    )
     assert response.status_code == 400
     html = response.content.decode()
     assert "Nothing was imported" in html and 'data-row="2"' in html and "zebra" in html
     assert project.items.count() == 5
 
-    good = SimpleUploadedFile("items.jsonl", b'{"external_id": "n1", "text": "first"}\n{"external_id": "n2", "text": "two\\nlines"}\n')
+    good = SimpleUploadedFile(
+        "items.jsonl", b'{"external_id": "n1", "text": "first"}\n{"external_id": "n2", "text": "two\\nlines"}\n'
+    )
     response = web_client_for(requester).post(reverse("front:project-upload", args=[project.pk]), {"items-file": good})
     assert response.status_code == 302
     assert project.items.count() == 7
@@ -167,8 +203,9 @@ def test_crowd_import(project: Project, requester: Any, web_client_for: Callable
     assert Annotation.objects.filter(project=project).count() == 3
 
 
-def test_members_add_and_remove(project: Project, requester: Any, outsider: Any,
-                                web_client_for: Callable[..., Client]) -> None:
+def test_members_add_and_remove(
+    project: Project, requester: Any, outsider: Any, web_client_for: Callable[..., Client]
+) -> None:
     client = web_client_for(requester)
     client.post(reverse("front:project-members", args=[project.pk]), {"username": "outsider", "action": "add"})
     assert project.memberships.filter(user=outsider).exists()
@@ -178,8 +215,9 @@ def test_members_add_and_remove(project: Project, requester: Any, outsider: Any,
     assert "no user named" in response.content.decode()
 
 
-def test_progress_page_charts(project: Project, requester: Any, annotator: Any,
-                              web_client_for: Callable[..., Client]) -> None:
+def test_progress_page_charts(
+    project: Project, requester: Any, annotator: Any, web_client_for: Callable[..., Client]
+) -> None:
     from tests.platform.factories import AnnotationFactory
 
     items = list(project.items.order_by("id"))
@@ -208,8 +246,9 @@ def test_run_now_and_status(project: Project, requester: Any, web_client_for: Ca
     assert InferenceRun.objects.filter(project=project).count() == 1
 
 
-def test_run_now_as_a_full_cold_refit(project: Project, requester: Any, outsider: Any,
-                                      web_client_for: Callable[..., Client]) -> None:
+def test_run_now_as_a_full_cold_refit(
+    project: Project, requester: Any, outsider: Any, web_client_for: Callable[..., Client]
+) -> None:
     refused = web_client_for(outsider).post(reverse("front:run-now", args=[project.pk]), {"cold": "1"})
     assert refused.status_code == 404 and not InferenceRun.objects.filter(project=project).exists()
     response = web_client_for(requester).post(reverse("front:run-now", args=[project.pk]), {"cold": "1"}, follow=True)
@@ -285,7 +324,9 @@ def test_export_csv_matches_export_rows(scenes: Any, scene_owner: Any, web_clien
     assert len(rows) == 60
 
 
-def test_dashboard_shows_the_known_confusion(scenes: Any, scene_owner: Any, web_client_for: Callable[..., Client]) -> None:
+def test_dashboard_shows_the_known_confusion(
+    scenes: Any, scene_owner: Any, web_client_for: Callable[..., Client]
+) -> None:
     project, _truth, annotators, run = scenes
     client = web_client_for(scene_owner)
     response = client.get(reverse("front:dashboard", args=[project.pk]), {"sort": "learned_accuracy"})
@@ -334,8 +375,9 @@ def test_dashboard_run_history_says_how_each_run_was_fitted(
     assert "cold (labels settled)" in html
 
 
-def test_dashboard_annotator_unknown_person_is_404(project: Project, requester: Any, outsider: Any,
-                                                   web_client_for: Callable[..., Client]) -> None:
+def test_dashboard_annotator_unknown_person_is_404(
+    project: Project, requester: Any, outsider: Any, web_client_for: Callable[..., Client]
+) -> None:
     response = web_client_for(requester).get(reverse("front:dashboard-annotator", args=[project.pk, outsider.pk]))
     assert response.status_code == 404
 
@@ -370,8 +412,13 @@ def test_conal_run_feeds_omega_histogram_and_learned_common_confusion(
         ({"kind": "json", "data": {"b": [1, 2], "a": "x"}}, {"json": {"b": [1, 2], "a": "x"}}),
     ],
 )
-def test_item_payload_per_kind(fields: dict[str, Any], expected: dict[str, Any], project: Project, annotator: Any,
-                               web_client_for: Callable[..., Client]) -> None:
+def test_item_payload_per_kind(
+    fields: dict[str, Any],
+    expected: dict[str, Any],
+    project: Project,
+    annotator: Any,
+    web_client_for: Callable[..., Client],
+) -> None:
     Item.objects.filter(project=project).delete()
     Item.objects.create(project=project, external_id="only", gold_label="cat", **fields)
     task = web_client_for(annotator).post(reverse("front:label-next", args=[project.pk])).json()["task"]
@@ -383,13 +430,20 @@ def test_item_payload_per_kind(fields: dict[str, Any], expected: dict[str, Any],
     assert "cat" not in json.dumps(task)  # the gold label never reaches the annotator
 
 
-def test_default_keys_never_collide_with_explicit_ones(requester: Any, annotator: Any,
-                                                       web_client_for: Callable[..., Client]) -> None:
+def test_default_keys_never_collide_with_explicit_ones(
+    requester: Any, annotator: Any, web_client_for: Callable[..., Client]
+) -> None:
     from crowdlab.projects.services import membership_add, project_create
 
-    project = project_create(owner=requester, name="Keys", classes=[
-        {"name": "a", "key": "2"}, {"name": "b"}, {"name": "c"},
-    ])
+    project = project_create(
+        owner=requester,
+        name="Keys",
+        classes=[
+            {"name": "a", "key": "2"},
+            {"name": "b"},
+            {"name": "c"},
+        ],
+    )
     membership_add(project=project, user=annotator)
     classes = web_client_for(annotator).get(reverse("front:label", args=[project.pk])).context["classes"]
     assert [c["key"] for c in classes] == ["2", None, "3"]
@@ -412,7 +466,12 @@ def test_class_keys_behave_as_the_form_help_and_the_readme_say() -> None:
 
 
 def test_uploaded_image_is_served_to_owner_and_to_its_annotator_only(
-    project: Project, requester: Any, annotator: Any, outsider: Any, settings: Any, tmp_path: Any,
+    project: Project,
+    requester: Any,
+    annotator: Any,
+    outsider: Any,
+    settings: Any,
+    tmp_path: Any,
     web_client_for: Callable[..., Client],
 ) -> None:
     from crowdlab.projects.models import ItemKind

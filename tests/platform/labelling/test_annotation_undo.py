@@ -1,4 +1,5 @@
 """annotation_undo (added by "front" for the labelling page's U key)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -28,8 +29,12 @@ def test_undo_within_grace_restores_item_and_lease(project: Project, annotator: 
     assert Item.objects.get(pk=first.item_id).n_annotations == 0
     # The lease shown after the submit went back to the pool; next-task answers the undone item.
     assert next_task(project=project, annotator=annotator).item_id == first.item_id
-    assert Assignment.objects.filter(annotator=annotator, status=AssignmentStatus.ACTIVE,
-                                     expires_at__gt=timezone.now()).count() == 1
+    assert (
+        Assignment.objects.filter(
+            annotator=annotator, status=AssignmentStatus.ACTIVE, expires_at__gt=timezone.now()
+        ).count()
+        == 1
+    )
     # It can be labelled again, differently.
     annotation_submit(item=first.item, annotator=annotator, label="dog")
     assert Item.objects.get(pk=first.item_id).n_annotations == 1
@@ -48,7 +53,9 @@ def test_undo_after_grace_or_with_nothing_is_refused(project: Project, annotator
 
 def test_undo_never_touches_imported_labels(project: Project, annotator: Any) -> None:
     item = project.items.first()
-    Annotation.objects.create(project=project, item=item, annotator=annotator, label="cat", source=AnnotationSource.IMPORT)
+    Annotation.objects.create(
+        project=project, item=item, annotator=annotator, label="cat", source=AnnotationSource.IMPORT
+    )
     with pytest.raises(ValidationError):
         annotation_undo(project=project, annotator=annotator)
     assert Annotation.objects.filter(item=item).count() == 1

@@ -1,5 +1,6 @@
 """``labelling`` tells ``live`` about stored labels through ``labelling.hooks``
 (the listener ``live`` registers in ``LiveConfig.ready``), never by importing it."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """The crowd import (labelling.importing): existing crowd labels become annotations."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -6,6 +6,7 @@ Redis DB 13), consuming a queue of its own, and talking to this session's test
 database. No eager mode anywhere. ``TEST_BROKER_URL=amqp://guest:guest@127.0.0.1:5672//``
 runs the same tests on RabbitMQ.
 """
+
 from __future__ import annotations
 
 import os
@@ -79,9 +80,27 @@ class Worker:
     def start(self) -> None:
         with open(self.log_path, "ab") as log:  # the worker keeps its own descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "crowdlab", "worker", "-Q", QUEUE, "--concurrency", "1",
-                 "-P", "prefork", "-n", self.name, "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-                 "--without-heartbeat"],
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "crowdlab",
+                    "worker",
+                    "-Q",
+                    QUEUE,
+                    "--concurrency",
+                    "1",
+                    "-P",
+                    "prefork",
+                    "-n",
+                    self.name,
+                    "--loglevel",
+                    "INFO",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                ],
                 cwd=REPO / "platform",
                 env=self.env(),
                 stdout=log,
@@ -186,8 +205,13 @@ def make_crowd_project(
     """
     rng = np.random.default_rng(seed)
     project = Project.objects.create(
-        owner=owner, name=name, classes=[dict(c) for c in CLASSES], k=n_annotators + 2, model=model,
-        retrain_every_n=retrain_every_n, retrain_every_minutes=10_000,
+        owner=owner,
+        name=name,
+        classes=[dict(c) for c in CLASSES],
+        k=n_annotators + 2,
+        model=model,
+        retrain_every_n=retrain_every_n,
+        retrain_every_minutes=10_000,
     )
     c = len(CLASSES)
     total = n_items + n_unlabelled
@@ -196,7 +220,9 @@ def make_crowd_project(
     items = Item.objects.bulk_create(
         [
             Item(
-                project=project, external_id=f"it{i:05d}", kind=ItemKind.TEXT,
+                project=project,
+                external_id=f"it{i:05d}",
+                kind=ItemKind.TEXT,
                 text=f"{CLASSES[truth[i]]['name']} picture number {i}",
                 features=(centres[truth[i]] + rng.normal(size=6)).round(4).tolist() if features else None,
             )
@@ -210,7 +236,9 @@ def make_crowd_project(
     for i in range(n_items):
         for r, acc in enumerate(accuracy):
             label = truth[i] if rng.random() < acc else (truth[i] + rng.integers(1, c)) % c
-            rows.append(Annotation(project=project, item=items[i], annotator=annotators[r], label=CLASSES[label]["name"]))
+            rows.append(
+                Annotation(project=project, item=items[i], annotator=annotators[r], label=CLASSES[label]["name"])
+            )
     if rows:
         Annotation.objects.bulk_create(rows)
         Item.objects.filter(pk__in=[it.pk for it in items[:n_items]]).update(

@@ -1,4 +1,5 @@
 """The "Run inference now" admin action and ``manage.py recover_runs``."""
+
 from __future__ import annotations
 
 from datetime import timedelta

@@ -5,6 +5,7 @@ never fails a healthy run in a phase that calls no progress callback
 In-process on the real PostgreSQL: the run executes in this thread while
 another thread plays the stale-run check of the workers, as often as they do.
 """
+
 from __future__ import annotations
 
 import threading

@@ -1,4 +1,5 @@
 """run_execute in-process (no worker): snapshot, fit, publish, warm start, faults."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -106,7 +107,11 @@ def test_run_publishes_correct_labels_and_warm_starts(live_owner: Any) -> None:
 
 def test_conal_run_publishes_omega_common_confusion_and_predictions(live_owner: Any) -> None:
     project, truth, annotators, items = make_crowd_project(
-        owner=live_owner, n_items=80, n_unlabelled=10, model="conal", features=True,
+        owner=live_owner,
+        n_items=80,
+        n_unlabelled=10,
+        model="conal",
+        features=True,
         accuracy=(0.9, 0.85, 0.8, 0.7),
     )
     run = run_create(project=project, params={"epochs": 15, "num_threads": 1})

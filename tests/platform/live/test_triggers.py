@@ -4,6 +4,7 @@ and a trigger replaces a run whose worker was killed (item 10).
 In-process (``run_execute``, the real PostgreSQL): the timer and the threshold
 must not start a failing run every few minutes forever.
 """
+
 from __future__ import annotations
 
 from datetime import timedelta

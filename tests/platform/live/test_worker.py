@@ -3,6 +3,7 @@
 The worker runs in its own process group on its own queue (see conftest);
 tests wait (bounded) for the database to show the outcome.
 """
+
 from __future__ import annotations
 
 import os
@@ -83,8 +84,11 @@ def test_threshold_trigger_through_the_api_publishes_correct_labels(
     # The last submit crossed N: a threshold run was created and executed.
     run = InferenceRun.objects.filter(project=project, trigger=RunTrigger.THRESHOLD).get()
     wait_run(run.pk, (RunStatus.PUBLISHED,), timeout=90)
-    after = wait_for(lambda: (lambda got: got if got != before else None)(_api_labels(owner, project)),
-                     timeout=30, what="aggregated labels to change")
+    after = wait_for(
+        lambda: (lambda got: got if got != before else None)(_api_labels(owner, project)),
+        timeout=30,
+        what="aggregated labels to change",
+    )
     correct = np.mean([after[it.external_id] == NAMES[truth[i]] for i, it in enumerate(items)])
     assert correct >= 0.95
     run.refresh_from_db()
@@ -102,7 +106,9 @@ def test_worker_killed_mid_run_keeps_published_results_and_restart_recovers(
     first = owner.post(f"/api/projects/{project.pk}/runs/", {}, format="json").json()
     wait_run(first["id"], (RunStatus.PUBLISHED,), timeout=90)
     published_before = list(
-        AggregatedLabel.objects.filter(run_id=first["id"]).order_by("item_id").values_list("item_id", "label", "confidence")
+        AggregatedLabel.objects.filter(run_id=first["id"])
+        .order_by("item_id")
+        .values_list("item_id", "label", "confidence")
     )
 
     # A deliberately endless EM (no early stop) so the kill lands mid-training.
@@ -122,9 +128,14 @@ def test_worker_killed_mid_run_keeps_published_results_and_restart_recovers(
     time.sleep(1.0)
     # The published results are untouched, and still what readers get.
     assert latest_published_run(project).pk == first["id"]
-    assert list(
-        AggregatedLabel.objects.filter(run_id=first["id"]).order_by("item_id").values_list("item_id", "label", "confidence")
-    ) == published_before
+    assert (
+        list(
+            AggregatedLabel.objects.filter(run_id=first["id"])
+            .order_by("item_id")
+            .values_list("item_id", "label", "confidence")
+        )
+        == published_before
+    )
     assert not AggregatedLabel.objects.filter(run_id=slow_id).exists()
 
     # The restarted worker node fails its orphaned run on startup...
@@ -163,9 +174,7 @@ def test_two_triggers_at_once_produce_one_run(live_worker: Worker, live_owner: A
     assert notify_new_annotations(project.pk) is None
 
 
-def test_bad_data_fails_readably_without_a_crash_loop(
-    live_worker: Worker, live_owner: Any, client_for: Any
-) -> None:
+def test_bad_data_fails_readably_without_a_crash_loop(live_worker: Worker, live_owner: Any, client_for: Any) -> None:
     project, *_ = make_crowd_project(owner=live_owner, n_items=0, n_unlabelled=4, name="Empty crowd")
     response = client_for(live_owner).post(f"/api/projects/{project.pk}/runs/", {}, format="json")
     assert response.status_code == 202
@@ -274,8 +283,11 @@ def test_cancel_a_pending_run_and_a_training_run_with_a_real_worker(
     cancelled = owner.post(f"{runs_url}{queued['id']}/cancel/")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     live_worker.start()
-    wait_for(lambda: f"run {queued['id']}: not pending" in live_worker.log_path.read_text(errors="replace"),
-             timeout=60, what="the worker to receive the cancelled run's message")
+    wait_for(
+        lambda: f"run {queued['id']}: not pending" in live_worker.log_path.read_text(errors="replace"),
+        timeout=60,
+        what="the worker to receive the cancelled run's message",
+    )
     never = InferenceRun.objects.get(pk=queued["id"])
     assert never.status == RunStatus.CANCELLED and never.started_at is None and never.worker == ""
 
@@ -290,8 +302,11 @@ def test_cancel_a_pending_run_and_a_training_run_with_a_real_worker(
     response = owner.post(f"{runs_url}{slow_id}/cancel/")
     assert response.status_code == 200, response.content
     assert response.json()["status"] == "cancelled" and response.json()["error"] == "Cancelled by live_owner."
-    wait_for(lambda: f"run {slow_id}: cancelled; training stopped" in live_worker.log_path.read_text(errors="replace"),
-             timeout=30, what="the worker to stop training")
+    wait_for(
+        lambda: f"run {slow_id}: cancelled; training stopped" in live_worker.log_path.read_text(errors="replace"),
+        timeout=30,
+        what="the worker to stop training",
+    )
     run = InferenceRun.objects.get(pk=slow_id)
     assert run.status == RunStatus.CANCELLED and not AggregatedLabel.objects.filter(run_id=slow_id).exists()
     assert latest_published_run(project).pk == first_id and _labels_of(first_id) == published_before

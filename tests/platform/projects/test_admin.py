@@ -1,4 +1,5 @@
 """The admin's forms meet the same input limits as the API (issue 14)."""
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,16 @@ def test_admin_item_form_refuses_deep_json_and_long_text(project: Project, admin
     client = Client()
     client.force_login(admin_user)
     form = {
-        "project": project.pk, "external_id": item.external_id, "kind": "json", "text": "", "url": "",
-        "features": "", "gold_label": "", "n_annotations": 0,
-        "generated_annotations-TOTAL_FORMS": 0, "generated_annotations-INITIAL_FORMS": 0,
+        "project": project.pk,
+        "external_id": item.external_id,
+        "kind": "json",
+        "text": "",
+        "url": "",
+        "features": "",
+        "gold_label": "",
+        "n_annotations": 0,
+        "generated_annotations-TOTAL_FORMS": 0,
+        "generated_annotations-INITIAL_FORMS": 0,
     }
     url = f"/admin/projects/item/{item.pk}/change/"
     # json.loads alone recursed into a 500, on cleaning and on re-rendering the form.

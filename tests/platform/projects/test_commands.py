@@ -1,4 +1,5 @@
 """Management commands: import_crowd (dataset folders) and export_labels."""
+
 from __future__ import annotations
 
 import csv
@@ -21,7 +22,9 @@ pytestmark = pytest.mark.django_db
 CLASSES = ["rock", "jazz", "blues"]
 
 
-def _generate_crowd(directory: Path, *, n_items: int = 40, n_workers: int = 6, seed: int = 0, texts: bool = False) -> dict[str, Any]:
+def _generate_crowd(
+    directory: Path, *, n_items: int = 40, n_workers: int = 6, seed: int = 0, texts: bool = False
+) -> dict[str, Any]:
     """A small crowd with known truth: each worker is right with their own accuracy."""
     rng = np.random.default_rng(seed)
     items = [f"it{index:03d}" for index in range(n_items)]
@@ -46,7 +49,7 @@ def _generate_crowd(directory: Path, *, n_items: int = 40, n_workers: int = 6, s
         with (directory / "texts.csv").open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["item", "text"])
-            writer.writerows((item, f"a song, number {index}, \"quoted\"") for index, item in enumerate(items))
+            writer.writerows((item, f'a song, number {index}, "quoted"') for index, item in enumerate(items))
         with (directory / "test_texts.csv").open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["row", "text", "label"])
@@ -63,7 +66,18 @@ def _generate_crowd(directory: Path, *, n_items: int = 40, n_workers: int = 6, s
 def test_import_crowd_features_layout_creates_project_and_is_idempotent(tmp_path: Path) -> None:
     crowd = _generate_crowd(tmp_path / "songs")
     out = io.StringIO()
-    call_command("import_crowd", str(tmp_path / "songs"), "--project", "Songs", "--owner", "lead", "--create-owner", "--json", stdout=out, stderr=io.StringIO())
+    call_command(
+        "import_crowd",
+        str(tmp_path / "songs"),
+        "--project",
+        "Songs",
+        "--owner",
+        "lead",
+        "--create-owner",
+        "--json",
+        stdout=out,
+        stderr=io.StringIO(),
+    )
     summary = json.loads(out.getvalue())
     assert summary["project_created"] is True
     assert summary["items_created"] == 40
@@ -73,7 +87,11 @@ def test_import_crowd_features_layout_creates_project_and_is_idempotent(tmp_path
     owner = get_user_model().objects.get(username="lead")
     assert is_requester(owner) and not owner.has_usable_password()
     project = Project.objects.get(owner=owner, name="Songs")
-    assert project.classes == [{"name": "blues", "key": "1"}, {"name": "jazz", "key": "2"}, {"name": "rock", "key": "3"}]
+    assert project.classes == [
+        {"name": "blues", "key": "1"},
+        {"name": "jazz", "key": "2"},
+        {"name": "rock", "key": "3"},
+    ]
     first = Item.objects.get(project=project, external_id="it000")
     assert first.gold_label == CLASSES[crowd["truth"][0]]
     assert first.features is not None and len(first.features) == 5
@@ -94,13 +112,24 @@ def test_import_crowd_features_layout_creates_project_and_is_idempotent(tmp_path
 def test_import_crowd_texts_layout_with_test_items(tmp_path: Path, requester: Any) -> None:
     _generate_crowd(tmp_path / "reviews", n_items=10, texts=True)
     call_command(
-        "import_crowd", str(tmp_path / "reviews"), "--project", "Reviews", "--owner", requester.username,
-        "--with-test", stdout=io.StringIO(),
+        "import_crowd",
+        str(tmp_path / "reviews"),
+        "--project",
+        "Reviews",
+        "--owner",
+        requester.username,
+        "--with-test",
+        stdout=io.StringIO(),
     )
     project = Project.objects.get(owner=requester, name="Reviews")
     assert Item.objects.get(project=project, external_id="it003").text == 'a song, number 3, "quoted"'
     test_item = Item.objects.get(project=project, external_id="test-0")
-    assert (test_item.text, test_item.gold_label, test_item.data, test_item.n_annotations) == ("unseen one", "jazz", {"split": "test"}, 0)
+    assert (test_item.text, test_item.gold_label, test_item.data, test_item.n_annotations) == (
+        "unseen one",
+        "jazz",
+        {"split": "test"},
+        0,
+    )
     assert Item.objects.filter(project=project).count() == 12
 
 
@@ -118,7 +147,17 @@ def test_import_crowd_errors(tmp_path: Path, requester: Any) -> None:
 
 def test_export_labels_matches_the_stream(tmp_path: Path) -> None:
     crowd = _generate_crowd(tmp_path / "songs", n_items=12)
-    call_command("import_crowd", str(tmp_path / "songs"), "--project", "Songs", "--owner", "lead", "--create-owner", stdout=io.StringIO(), stderr=io.StringIO())
+    call_command(
+        "import_crowd",
+        str(tmp_path / "songs"),
+        "--project",
+        "Songs",
+        "--owner",
+        "lead",
+        "--create-owner",
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+    )
     out = io.StringIO()
     call_command("export_labels", "--project", "Songs", "--format", "csv", stdout=out)
     table = list(csv.DictReader(io.StringIO(out.getvalue())))
@@ -134,7 +173,18 @@ def test_export_labels_matches_the_stream(tmp_path: Path) -> None:
         assert row["n_annotations"] == "3" and row["run_id"] == ""
 
     target = tmp_path / "labels.jsonl"
-    call_command("export_labels", "--project", "Songs", "--owner", "lead", "--format", "jsonl", "--output", str(target), stderr=io.StringIO())
+    call_command(
+        "export_labels",
+        "--project",
+        "Songs",
+        "--owner",
+        "lead",
+        "--format",
+        "jsonl",
+        "--output",
+        str(target),
+        stderr=io.StringIO(),
+    )
     lines = [json.loads(line) for line in target.read_text().splitlines()]
     assert [line["label"] for line in lines] == [row["label"] for row in table]
     with pytest.raises(CommandError, match="no project named 'Nope'"):
@@ -172,18 +222,41 @@ def test_import_crowd_meets_the_same_input_limits(tmp_path: Path, requester: Any
     texts = tmp_path / "latin" / "texts.csv"
     texts.write_bytes(texts.read_bytes() + "it005,crème\n".encode("latin-1"))
     with pytest.raises(CommandError, match=r"texts\.csv, line 8: byte 0xE8 is not UTF-8 text"):
-        call_command("import_crowd", str(tmp_path / "latin"), "--project", "L", "--owner", requester.username,
-                     stdout=io.StringIO())
+        call_command(
+            "import_crowd",
+            str(tmp_path / "latin"),
+            "--project",
+            "L",
+            "--owner",
+            requester.username,
+            stdout=io.StringIO(),
+        )
     crowd = tmp_path / "latin" / "annotations.csv"
     texts.write_text("item,text\nit000,fine\n")
     crowd.write_bytes(crowd.read_bytes() + "it001,wörker,rock\n".encode("latin-1"))
     with pytest.raises(CommandError, match=r"annotations\.csv, line \d+: byte 0xF6 is not UTF-8 text"):
-        call_command("import_crowd", str(tmp_path / "latin"), "--project", "L", "--owner", requester.username,
-                     stdout=io.StringIO())
+        call_command(
+            "import_crowd",
+            str(tmp_path / "latin"),
+            "--project",
+            "L",
+            "--owner",
+            requester.username,
+            stdout=io.StringIO(),
+        )
 
     settings.ITEM_TEXT_MAX_LENGTH = 5
     _generate_crowd(tmp_path / "long", n_items=6, texts=True)
-    with pytest.raises(CommandError, match=r"row 1: text: is 26 characters long; at most 5 are allowed \(ITEM_TEXT_MAX_LENGTH\); row 2"):
-        call_command("import_crowd", str(tmp_path / "long"), "--project", "Long", "--owner", requester.username,
-                     stdout=io.StringIO())
+    with pytest.raises(
+        CommandError, match=r"row 1: text: is 26 characters long; at most 5 are allowed \(ITEM_TEXT_MAX_LENGTH\); row 2"
+    ):
+        call_command(
+            "import_crowd",
+            str(tmp_path / "long"),
+            "--project",
+            "Long",
+            "--owner",
+            requester.username,
+            stdout=io.StringIO(),
+        )
     assert not Item.objects.filter(project__owner=requester).exists()

@@ -1,4 +1,5 @@
 """Bulk item import services (projects.importing); the crowd import is tests/platform/labelling/test_importing.py."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -33,7 +34,10 @@ def test_json_rows_create_items_with_inferred_kinds(project: Project) -> None:
     ]
     result = items_import(project=project, rows=rows)
     assert result.created == 6
-    stored = {item.external_id: item for item in Item.objects.filter(project=project, external_id__in=["t1", "i1", "s1", "u1", "d1", "42"])}
+    stored = {
+        item.external_id: item
+        for item in Item.objects.filter(project=project, external_id__in=["t1", "i1", "s1", "u1", "d1", "42"])
+    }
     assert stored["t1"].kind == ItemKind.TEXT and stored["t1"].gold_label == "cat"
     assert stored["i1"].kind == ItemKind.IMAGE and stored["i1"].url == "https://example.org/i1.jpg"
     assert stored["s1"].kind == ItemKind.AUDIO
@@ -52,9 +56,7 @@ def test_jsonl_stream(project: Project) -> None:
 
 def test_csv_extra_columns_become_data_and_f_columns_features(project: Project) -> None:
     body = (
-        "\ufeffexternal_id,text,gold,f0,f1,f2,source,lang\n"
-        "c1,hello,cat,0.1,0.2,0.3,web,en\n"
-        "c2,bye,,1,2,3,,fr\n"
+        "\ufeffexternal_id,text,gold,f0,f1,f2,source,lang\nc1,hello,cat,0.1,0.2,0.3,web,en\nc2,bye,,1,2,3,,fr\n"
     ).encode()
     result = items_import(project=project, stream=body, fmt="csv")
     assert result.created == 2
@@ -103,7 +105,11 @@ def test_csv_row_numbers_count_data_rows(project: Project) -> None:
         ({"text": "no id"}, "external_id", "is required"),
         ({"id": "x", "text": "t", "colour": "red"}, "colour", "allowed:"),
         ({"id": "x", "image_url": "ftp://example.org/a.png"}, "image_url", "not an http(s) URL"),
-        ({"id": "x", "image_url": "https://e.org/a.png", "audio_url": "https://e.org/a.mp3"}, "audio_url", "only one of"),
+        (
+            {"id": "x", "image_url": "https://e.org/a.png", "audio_url": "https://e.org/a.mp3"},
+            "audio_url",
+            "only one of",
+        ),
         ({"id": "x", "features": [1, "two"]}, "features", "only numbers"),
         ({"id": "x", "features": []}, "features", "non-empty list"),
         ({"id": "x", "data": [1, 2]}, "data", "JSON object"),

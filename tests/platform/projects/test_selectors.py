@@ -31,8 +31,9 @@ def test_roles(requester: Any, annotator: Any, admin_user: Any) -> None:
     assert is_requester(user)
 
 
-def test_visibility(project: Project, requester: Any, other_requester: Any, annotator: Any,
-                    outsider: Any, admin_user: Any) -> None:
+def test_visibility(
+    project: Project, requester: Any, other_requester: Any, annotator: Any, outsider: Any, admin_user: Any
+) -> None:
     other = ProjectFactory(owner=other_requester, name="Other")
     paused = ProjectFactory(owner=requester, name="Paused", is_active=False)
     paused.memberships.create(user=annotator)
@@ -46,8 +47,9 @@ def test_visibility(project: Project, requester: Any, other_requester: Any, anno
     assert set(projects_owned_by(annotator)) == set()
 
 
-def test_get_for_owner_refusals(project: Project, requester: Any, annotator: Any,
-                                other_requester: Any, admin_user: Any) -> None:
+def test_get_for_owner_refusals(
+    project: Project, requester: Any, annotator: Any, other_requester: Any, admin_user: Any
+) -> None:
     assert project_get_for_owner(user=requester, project_id=project.pk) == project
     assert project_get_for_owner(user=admin_user, project_id=project.pk) == project
     with pytest.raises(PermissionDenied):
@@ -58,8 +60,7 @@ def test_get_for_owner_refusals(project: Project, requester: Any, annotator: Any
         project_get_for_owner(user=requester, project_id=project.pk + 1000)
 
 
-def test_get_for_annotator_refusals(project: Project, requester: Any, annotator: Any,
-                                    outsider: Any) -> None:
+def test_get_for_annotator_refusals(project: Project, requester: Any, annotator: Any, outsider: Any) -> None:
     assert project_get_for_annotator(user=annotator, project_id=project.pk) == project
     with pytest.raises(PermissionDenied):
         project_get_for_annotator(user=requester, project_id=project.pk)

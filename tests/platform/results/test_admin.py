@@ -1,4 +1,5 @@
 """The admin action that cancels runs (issue 14, item 13)."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """Streamed export (results.export): majority vote fallback and published runs."""
+
 from __future__ import annotations
 
 import csv
@@ -22,7 +23,9 @@ def _label(project: Project, external_id: str, labels: list[str]) -> None:
         AnnotationFactory(item=item, annotator=UserFactory(username=f"w-{external_id}-{index}"), label=label)
 
 
-def _publish(project: Project, labels: dict[str, tuple[str, list[float], str]], *, status: str = RunStatus.PUBLISHED) -> InferenceRun:
+def _publish(
+    project: Project, labels: dict[str, tuple[str, list[float], str]], *, status: str = RunStatus.PUBLISHED
+) -> InferenceRun:
     run = InferenceRun.objects.create(project=project, model=project.model, status=status)
     for external_id, (label, probabilities, source) in labels.items():
         AggregatedLabel.objects.create(
@@ -101,9 +104,21 @@ def test_three_renderings_agree(project: Project) -> None:
     assert [json.loads(line) for line in lines] == expected
 
     table = list(csv.reader(io.StringIO("".join(render_export(project=project, fmt="csv")))))
-    assert table[0] == csv_header(project.class_names) == [
-        "item", "label", "confidence", "p:cat", "p:dog", "p:bird", "n_annotations", "run_id", "source",
-    ]
+    assert (
+        table[0]
+        == csv_header(project.class_names)
+        == [
+            "item",
+            "label",
+            "confidence",
+            "p:cat",
+            "p:dog",
+            "p:bird",
+            "n_annotations",
+            "run_id",
+            "source",
+        ]
+    )
     by_item = {row[0]: row for row in table[1:]}
     assert len(by_item) == 5
     assert by_item["a1"] == ["a1", "bird", "0.6", "0.2", "0.2", "0.6", "0", str(run.pk), "predicted"]
@@ -132,12 +147,14 @@ def _parse(fmt: str, text: str) -> list[Any]:
     if fmt == "jsonl":
         return [json.loads(line) for line in text.splitlines()]
     rows = list(csv.reader(io.StringIO(text)))
+
     # Numbers may be spelt 0 / 0.0: compare cells as floats where they parse.
     def cell(value: str) -> Any:
         try:
             return float(value)
         except ValueError:
             return value
+
     return [[cell(value) for value in row] for row in rows]
 
 
@@ -146,7 +163,7 @@ def test_postgres_copy_stream_matches_python_renderers(project: Project, fmt: st
     from crowdlab.results.export import export_stream
 
     # Awkward ids: commas, quotes, newlines, unicode, backslashes, control characters.
-    for external_id in ['x,1', 'say "hi"', "two\nlines", "ünïcødé ✓", "back\\slash", "bell\x07"]:
+    for external_id in ["x,1", 'say "hi"', "two\nlines", "ünïcødé ✓", "back\\slash", "bell\x07"]:
         Item.objects.create(project=project, external_id=external_id, text="t")
     _label(project, "a0", ["dog", "dog", "cat"])
     _label(project, "x,1", ["bird", "cat"])
@@ -171,4 +188,7 @@ def test_postgres_json_stream_of_an_empty_project_is_an_empty_array(requester: A
 
     empty = Project.objects.create(owner=requester, name="Empty", classes=[{"name": "a"}, {"name": "b"}])
     assert json.loads(b"".join(export_stream(project=empty, fmt="json"))) == []
-    assert b"".join(export_stream(project=empty, fmt="csv")) == b"item,label,confidence,p:a,p:b,n_annotations,run_id,source\n"
+    assert (
+        b"".join(export_stream(project=empty, fmt="csv"))
+        == b"item,label,confidence,p:a,p:b,n_annotations,run_id,source\n"
+    )

@@ -6,6 +6,7 @@ COPY and the Python renderer alike) a user-text cell that starts with ``=``,
 labels (class names are the requester's text) and annotators' usernames.
 Numbers and crowdlab's own words are untouched, and JSON/JSONL stay verbatim.
 """
+
 from __future__ import annotations
 
 import csv
@@ -29,7 +30,7 @@ from tests.platform.factories import AnnotationFactory, UserFactory, publish_wit
 pytestmark = pytest.mark.django_db
 
 # What a spreadsheet would run, and what it would not (a trigger inside is fine).
-FORMULA_IDS = ["=HYPERLINK(\"http://evil.example/\",\"open\")", "+1+2", "-2+3", "@SUM(A1)", "\t=1+1", "\r=1+1"]
+FORMULA_IDS = ['=HYPERLINK("http://evil.example/","open")', "+1+2", "-2+3", "@SUM(A1)", "\t=1+1", "\r=1+1"]
 PLAIN_IDS = ["plain", "a=b", "x-1", "mail@example.org"]
 FORMULA_CLASSES = ["=cmd|' /C calc'!A0", "-neg", "safe"]
 FORMULA_USER = "@mallory"  # Django's username rules allow a leading @, + or -
@@ -41,14 +42,20 @@ def hostile_project(requester: Any) -> Project:
     with a published run (aggregated labels and CrowdInG-generated rows) and a
     majority-vote item."""
     project = project_create(owner=requester, name="Hostile", classes=[{"name": name} for name in FORMULA_CLASSES])
-    items = {external_id: Item.objects.create(project=project, external_id=external_id, text="t")
-             for external_id in FORMULA_IDS + PLAIN_IDS}
+    items = {
+        external_id: Item.objects.create(project=project, external_id=external_id, text="t")
+        for external_id in FORMULA_IDS + PLAIN_IDS
+    }
     mallory = UserFactory(username=FORMULA_USER)
     run = publish_with_generated(project, [(items["+1+2"], mallory, "=cmd|' /C calc'!A0", 0.75)])
     for external_id in FORMULA_IDS[:3] + PLAIN_IDS[:2]:
         AggregatedLabel.objects.create(
-            run=run, item=items[external_id], label="=cmd|' /C calc'!A0", confidence=0.5,
-            probabilities=[0.5, 0.25, 0.25], source=LabelSource.CROWD,
+            run=run,
+            item=items[external_id],
+            label="=cmd|' /C calc'!A0",
+            confidence=0.5,
+            probabilities=[0.5, 0.25, 0.25],
+            source=LabelSource.CROWD,
         )
     # Not covered by the run: a majority vote of human labels.
     AnnotationFactory(item=items["@SUM(A1)"], annotator=mallory, label="-neg")
@@ -65,7 +72,7 @@ def _check_defused(table: list[dict[str, str]]) -> None:
     by_id = {row["item"]: row for row in aggregated}
     assert len(by_id) == len(aggregated)
     assert set(by_id) == {*("'" + value for value in FORMULA_IDS), *PLAIN_IDS}
-    assert by_id["'=HYPERLINK(\"http://evil.example/\",\"open\")"]["label"] == "'=cmd|' /C calc'!A0"
+    assert by_id['\'=HYPERLINK("http://evil.example/","open")']["label"] == "'=cmd|' /C calc'!A0"
     assert by_id["a=b"]["label"] == "'=cmd|' /C calc'!A0"
     assert by_id["'@SUM(A1)"]["label"] == "'-neg"  # the majority vote's label
     assert by_id["'@SUM(A1)"]["source"] == "crowd"
@@ -102,7 +109,10 @@ def test_csv_export_without_generated_rows_is_defused_too(hostile_project: Proje
 
 
 def test_api_web_and_command_csv_exports_are_defused(
-    hostile_project: Project, requester: Any, client_for: Callable[[Any], Any], tmp_path: Path,
+    hostile_project: Project,
+    requester: Any,
+    client_for: Callable[[Any], Any],
+    tmp_path: Path,
 ) -> None:
     api = client_for(requester).get(
         reverse("api:project-export", kwargs={"project_pk": hostile_project.pk}), {"as": "csv"}
@@ -115,15 +125,20 @@ def test_api_web_and_command_csv_exports_are_defused(
     out = tmp_path / "labels.csv"
     call_command("export_labels", "--project", hostile_project.name, "--format", "csv", "--output", str(out))
 
-    for text in (b"".join(api.streaming_content).decode(), b"".join(page.streaming_content).decode(),
-                 out.read_bytes().decode("utf-8")):  # bytes: text mode would turn \r into \n
+    for text in (
+        b"".join(api.streaming_content).decode(),
+        b"".join(page.streaming_content).decode(),
+        out.read_bytes().decode("utf-8"),
+    ):  # bytes: text mode would turn \r into \n
         _check_defused(_table(text))
 
 
 @pytest.mark.parametrize("fmt", ["json", "jsonl"])
 def test_json_exports_stay_verbatim(hostile_project: Project, fmt: str) -> None:
-    for text in (b"".join(export_stream(project=hostile_project, fmt=fmt, generated=True)).decode("utf-8"),
-                 "".join(render_export(project=hostile_project, fmt=fmt, generated=True))):
+    for text in (
+        b"".join(export_stream(project=hostile_project, fmt=fmt, generated=True)).decode("utf-8"),
+        "".join(render_export(project=hostile_project, fmt=fmt, generated=True)),
+    ):
         rows = json.loads(text) if fmt == "json" else [json.loads(line) for line in text.splitlines()]
         ids = {row["item"] for row in rows if row["kind"] == "aggregated"}
         assert ids == {*FORMULA_IDS, *PLAIN_IDS}
@@ -135,9 +150,18 @@ def test_json_exports_stay_verbatim(hostile_project: Project, fmt: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "written"),
-    [("=1+1", "'=1+1"), ("+1", "'+1"), ("-1", "'-1"), ("@a", "'@a"), ("\tx", "'\tx"), ("\rx", "'\rx"),
-     ("a=1", "a=1"), ("", ""), (" =1", " =1"), ("'=1", "'=1")],
+    [
+        ("=1+1", "'=1+1"),
+        ("+1", "'+1"),
+        ("-1", "'-1"),
+        ("@a", "'@a"),
+        ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("a=1", "a=1"),
+        ("", ""),
+        (" =1", " =1"),
+        ("'=1", "'=1"),
+    ],
 )
 def test_csv_text_rule(value: str, written: str) -> None:
     assert csv_text(value) == written
-

@@ -1,5 +1,6 @@
 """CrowdInG's generated annotations on the platform side (issue 5): publish,
 retention, apartness from human work, export (Python and COPY paths), admin."""
+
 from __future__ import annotations
 
 import csv
@@ -39,21 +40,31 @@ FAST_CROWDING = {
 }
 
 
-def make_sparse_crowd(*, owner: Any, n_dense: int = 16, n_sparse: int = 8, n_annotators: int = 6, k: int = 3,
-                      seed: int = 0) -> tuple[Project, list[Item], list[Any]]:
+def make_sparse_crowd(
+    *, owner: Any, n_dense: int = 16, n_sparse: int = 8, n_annotators: int = 6, k: int = 3, seed: int = 0
+) -> tuple[Project, list[Item], list[Any]]:
     """``n_dense`` items with k human labels and ``n_sparse`` with one, by distinct annotators."""
     rng = np.random.default_rng(seed)
     classes = ["cat", "dog", "bird"]
     project = Project.objects.create(
-        owner=owner, name=f"Sparse {seed}", classes=[{"name": c} for c in classes], k=k, model="crowding",
-        retrain_every_n=10_000, retrain_every_minutes=10_000,
+        owner=owner,
+        name=f"Sparse {seed}",
+        classes=[{"name": c} for c in classes],
+        k=k,
+        model="crowding",
+        retrain_every_n=10_000,
+        retrain_every_minutes=10_000,
     )
     truth = rng.integers(0, 3, size=n_dense + n_sparse)
     centres = np.eye(3) * 3.0
     items = Item.objects.bulk_create(
         [
-            Item(project=project, external_id=f"s{i:03d}", text=f"{classes[truth[i]]} {i}",
-                 features=(centres[truth[i]] + rng.normal(size=3)).round(4).tolist())
+            Item(
+                project=project,
+                external_id=f"s{i:03d}",
+                text=f"{classes[truth[i]]} {i}",
+                features=(centres[truth[i]] + rng.normal(size=3)).round(4).tolist(),
+            )
             for i in range(n_dense + n_sparse)
         ]
     )
@@ -163,8 +174,11 @@ def published_with_generated(project: Project, annotator: Any, outsider: Any) ->
     AnnotationFactory(item=items["a0"], annotator=annotator, label="dog")
     return publish_with_generated(
         project,
-        [(items["a0"], outsider, "cat", 0.8125), (items['odd,"id"\nü'], annotator, "bird", 1 / 3),
-         (items["a0"], UserFactory(username='we"ird,name'), "dog", 0.5)],
+        [
+            (items["a0"], outsider, "cat", 0.8125),
+            (items['odd,"id"\nü'], annotator, "bird", 1 / 3),
+            (items["a0"], UserFactory(username='we"ird,name'), "dog", 0.5),
+        ],
     )
 
 
@@ -179,9 +193,13 @@ def test_postgres_copy_matches_python_with_generated(project: Project, published
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
-def test_export_without_the_flag_has_no_generated_rows(project: Project, published_with_generated: Any, fmt: str) -> None:
-    for text in ("".join(render_export(project=project, fmt=fmt)),
-                 b"".join(export_stream(project=project, fmt=fmt)).decode("utf-8")):
+def test_export_without_the_flag_has_no_generated_rows(
+    project: Project, published_with_generated: Any, fmt: str
+) -> None:
+    for text in (
+        "".join(render_export(project=project, fmt=fmt)),
+        b"".join(export_stream(project=project, fmt=fmt)).decode("utf-8"),
+    ):
         rows = _parse(fmt, text)
         if fmt == "csv":
             assert rows[0][0] == "item" and "kind" not in rows[0] and "annotator" not in rows[0]
@@ -199,7 +217,9 @@ def test_csv_export_marks_generated_rows(project: Project, published_with_genera
     generated = [row for row in table if row["kind"] == "generated"]
     # After the item rows, in (item id, annotator id) order.
     assert [(r["item"], r["annotator"], r["label"]) for r in generated] == [
-        ("a0", "outsider", "cat"), ("a0", 'we"ird,name', "dog"), ('odd,"id"\nü', "annotator", "bird"),
+        ("a0", "outsider", "cat"),
+        ("a0", 'we"ird,name', "dog"),
+        ('odd,"id"\nü', "annotator", "bird"),
     ]
     assert table[-3:] == generated
     for row in generated:
@@ -222,8 +242,9 @@ def test_json_export_marks_generated_rows(project: Project, published_with_gener
 
 def test_export_labels_command_with_generated(project: Project, published_with_generated: Any, tmp_path: Any) -> None:
     out = tmp_path / "labels.jsonl"
-    call_command("export_labels", "--project", str(project.pk), "--format", "jsonl", "--generated",
-                 "--output", str(out))
+    call_command(
+        "export_labels", "--project", str(project.pk), "--format", "jsonl", "--generated", "--output", str(out)
+    )
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert Counter(r["kind"] for r in rows) == {"aggregated": project.items.count(), "generated": 3}
     plain = tmp_path / "plain.csv"
@@ -270,8 +291,12 @@ def test_results_page_shows_generated_labels_to_the_owner_only(
 
     # The results table lists the run's aggregated labels; give a0 one.
     AggregatedLabel.objects.create(
-        run=published_with_generated, item=project.items.get(external_id="a0"), label="cat", confidence=0.9,
-        probabilities=[0.9, 0.05, 0.05], n_annotations=1,
+        run=published_with_generated,
+        item=project.items.get(external_id="a0"),
+        label="cat",
+        confidence=0.9,
+        probabilities=[0.9, 0.05, 0.05],
+        n_annotations=1,
     )
     url = f"/p/{project.pk}/results/"
     for user in (requester, admin_user):

@@ -1,4 +1,5 @@
 """Run life-cycle services: one active run, claims, stale runs, publish, retention."""
+
 from __future__ import annotations
 
 from datetime import timedelta

@@ -6,6 +6,7 @@ django-axes' middleware never sees a lockout here; this view turns it into
 DRF's 429 with ``Retry-After``. Annotators call it once to get a token; the
 hot paths that use the token (``api/hot.py``) are never limited.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -52,7 +53,10 @@ class TokenView(ObtainAuthToken):
     @extend_schema(
         operation_id="auth_token_create",
         summary="Exchange a username and password for an API token",
-        request={"application/json": TokenRequestSerializer, "application/x-www-form-urlencoded": TokenRequestSerializer},
+        request={
+            "application/json": TokenRequestSerializer,
+            "application/x-www-form-urlencoded": TokenRequestSerializer,
+        },
         responses={
             200: TokenSerializer,
             400: OpenApiResponse(

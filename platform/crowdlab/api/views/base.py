@@ -1,5 +1,6 @@
 """What the API's views by resource share: the documented error answers and
 the translation of service errors into DRF's."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

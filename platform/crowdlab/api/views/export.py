@@ -1,6 +1,7 @@
 """The streamed export of a project's labels (owner/admin only: annotators
 get 403, they never see aggregates; people with no relation to the project
 404). The view hands the request to ``results.export``."""
+
 from __future__ import annotations
 
 from django.http import StreamingHttpResponse

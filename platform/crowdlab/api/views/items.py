@@ -6,6 +6,7 @@ carry gold labels), people with no relation to the project 404. The import
 views only pick the input apart and hand it to the services in
 ``projects.importing``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -56,7 +57,10 @@ from .base import JSONErrorsMixin, errors
 
 
 @extend_schema_view(
-    list=extend_schema(summary="Items of a project, gold included (owner/admin)", responses={200: ItemSerializer(many=True), **errors(401, 403, 404)}),
+    list=extend_schema(
+        summary="Items of a project, gold included (owner/admin)",
+        responses={200: ItemSerializer(many=True), **errors(401, 403, 404)},
+    ),
     retrieve=extend_schema(summary="One item (owner/admin)", responses={200: ItemSerializer, **errors(401, 403, 404)}),
 )
 class ItemViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
@@ -74,7 +78,9 @@ class ItemViewSet(ProjectScopedMixin, viewsets.ReadOnlyModelViewSet):
 # --------------------------------------------------------------------------- import serializers (schema + input)
 
 
-@extend_schema_field({"oneOf": [{"type": "string", "minLength": 1, "maxLength": EXTERNAL_ID_MAX_LENGTH}, {"type": "integer"}]})
+@extend_schema_field(
+    {"oneOf": [{"type": "string", "minLength": 1, "maxLength": EXTERNAL_ID_MAX_LENGTH}, {"type": "integer"}]}
+)
 class _ExternalIdField(serializers.Field):
     """Documentation only: the import service reads and checks the rows."""
 
@@ -245,7 +251,15 @@ _IMPORT_ERRORS = {
 
 
 class ItemImportView(_ImportView):
-    parser_classes = [JSONParser, CSVParser, JSONLinesParser, NDJSONParser, JSONLinesTextParser, MultiPartParser, FormParser]
+    parser_classes = [
+        JSONParser,
+        CSVParser,
+        JSONLinesParser,
+        NDJSONParser,
+        JSONLinesTextParser,
+        MultiPartParser,
+        FormParser,
+    ]
 
     @extend_schema(
         operation_id="projects_items_import",
@@ -268,7 +282,10 @@ class ItemImportView(_ImportView):
         examples=[
             OpenApiExample(
                 "JSON",
-                value=[{"external_id": "a1", "text": "A cat on a mat", "gold": "cat"}, {"id": "a2", "image_url": "https://example.org/a2.jpg"}],
+                value=[
+                    {"external_id": "a1", "text": "A cat on a mat", "gold": "cat"},
+                    {"id": "a2", "image_url": "https://example.org/a2.jpg"},
+                ],
                 request_only=True,
                 media_type="application/json",
             )
@@ -287,7 +304,11 @@ class ItemImportView(_ImportView):
                 fmt = form.validated_data.get("upload_format") or _format_from_name(upload.name or "")
                 if fmt is None:
                     raise ValidationError(
-                        {"upload_format": [f"cannot tell the format of {upload.name!r}; give upload_format: {', '.join(IMPORT_FORMATS)}."]}
+                        {
+                            "upload_format": [
+                                f"cannot tell the format of {upload.name!r}; give upload_format: {', '.join(IMPORT_FORMATS)}."
+                            ]
+                        }
                     )
                 result = items_import(project=self.project, stream=upload, fmt=fmt)
             else:

@@ -4,6 +4,7 @@ Submit and next-task with a token header are first tried by the fast paths in
 ``api/hot.py`` (wired in ``api/urls.py``); these DRF views own the rules and
 the error messages.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -48,7 +49,11 @@ from .base import errors, service_errors
     "closest to completion. 204 when nothing is left for you or the project is paused. The item carries "
     "only its content: never gold labels, other annotators' labels or aggregates.",
     request=None,
-    responses={200: TaskSerializer, 204: OpenApiResponse(description="Nothing left to label."), **errors(401, 403, 404)},
+    responses={
+        200: TaskSerializer,
+        204: OpenApiResponse(description="Nothing left to label."),
+        **errors(401, 403, 404),
+    },
 )
 class NextTaskView(ProjectScopedMixin, APIView):
     authentication_classes = [FastTokenAuthentication, SessionAuthentication]
@@ -142,15 +147,20 @@ class AnnotationListView(ProjectScopedMixin, generics.ListAPIView):
                 time_spent_ms=data.get("time_spent_ms"),
             )
         if fast is not None:
-            return Response(payloads.annotation_payload(fast, external_id=data["item"], username=request.user.username),
-                            status=status.HTTP_201_CREATED)
+            return Response(
+                payloads.annotation_payload(fast, external_id=data["item"], username=request.user.username),
+                status=status.HTTP_201_CREATED,
+            )
         item = labelling_selectors.item_get_by_external_id(project=self.project, external_id=data["item"])
         if item is None:
             raise Http404(f"No item with external id {data['item']!r} in this project.")
         try:
             with service_errors():
                 annotation = labelling_services.annotation_submit(
-                    item=item, annotator=signed_in(request.user), label=data["label"], time_spent_ms=data.get("time_spent_ms")
+                    item=item,
+                    annotator=signed_in(request.user),
+                    label=data["label"],
+                    time_spent_ms=data.get("time_spent_ms"),
                 )
         except labelling_services.AnnotationConflict as error:
             return _conflict(error)
@@ -161,7 +171,9 @@ class AnnotationListView(ProjectScopedMixin, generics.ListAPIView):
 
 
 @extend_schema_view(
-    get=extend_schema(summary="One annotation with its history", responses={200: AnnotationDetailSerializer, **errors(401, 404)}),
+    get=extend_schema(
+        summary="One annotation with its history", responses={200: AnnotationDetailSerializer, **errors(401, 404)}
+    ),
     patch=extend_schema(
         summary="Change your label explicitly (keeps history)",
         request=AnnotationUpdateSerializer,

@@ -4,6 +4,7 @@ Views stay thin: they parse input with serializers, pick the project through
 the permission classes (which store it on ``self.project``) and call the
 services in ``projects.services`` / ``labelling.services``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -68,10 +69,18 @@ def _project_payload(serializer: ProjectSerializer) -> dict[str, Any]:
         responses={200: ProjectViewList, **errors(401)},
     ),
     retrieve=extend_schema(summary="One project", responses={200: ProjectView, **errors(401, 404)}),
-    create=extend_schema(summary="Create a project (requesters)", responses={201: ProjectSerializer, **errors(400, 401, 403)}),
-    update=extend_schema(summary="Replace a project (owner/admin)", responses={200: ProjectSerializer, **errors(400, 401, 403, 404)}),
-    partial_update=extend_schema(summary="Change a project (owner/admin)", responses={200: ProjectSerializer, **errors(400, 401, 403, 404)}),
-    destroy=extend_schema(summary="Delete a project and all its data (owner/admin)", responses={204: None, **errors(401, 403, 404)}),
+    create=extend_schema(
+        summary="Create a project (requesters)", responses={201: ProjectSerializer, **errors(400, 401, 403)}
+    ),
+    update=extend_schema(
+        summary="Replace a project (owner/admin)", responses={200: ProjectSerializer, **errors(400, 401, 403, 404)}
+    ),
+    partial_update=extend_schema(
+        summary="Change a project (owner/admin)", responses={200: ProjectSerializer, **errors(400, 401, 403, 404)}
+    ),
+    destroy=extend_schema(
+        summary="Delete a project and all its data (owner/admin)", responses={204: None, **errors(401, 403, 404)}
+    ),
 )
 class ProjectViewSet(viewsets.ModelViewSet):
     serializer_class = ProjectSerializer
@@ -118,7 +127,9 @@ class ProjectViewSet(viewsets.ModelViewSet):
     def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         partial = kwargs.pop("partial", False)
         project = self.get_object()
-        serializer = ProjectSerializer(project, data=request.data, partial=partial, context=self.get_serializer_context())
+        serializer = ProjectSerializer(
+            project, data=request.data, partial=partial, context=self.get_serializer_context()
+        )
         serializer.is_valid(raise_exception=True)
         with service_errors():
             project_services.project_update(project=project, **_project_payload(serializer))
@@ -131,7 +142,10 @@ class ProjectViewSet(viewsets.ModelViewSet):
 
 
 @extend_schema_view(
-    get=extend_schema(summary="Annotators of a project (owner/admin)", responses={200: MemberSerializer(many=True), **errors(401, 403, 404)}),
+    get=extend_schema(
+        summary="Annotators of a project (owner/admin)",
+        responses={200: MemberSerializer(many=True), **errors(401, 403, 404)},
+    ),
     post=extend_schema(
         summary="Add an annotator by username (owner/admin)",
         request=MemberAddSerializer,
@@ -157,7 +171,9 @@ class MemberListView(ProjectScopedMixin, generics.ListAPIView):
         return Response(MemberSerializer(membership).data, status=status.HTTP_201_CREATED)
 
 
-@extend_schema(summary="Remove an annotator (owner/admin); their labels stay", responses={204: None, **errors(400, 401, 403, 404)})
+@extend_schema(
+    summary="Remove an annotator (owner/admin); their labels stay", responses={204: None, **errors(400, 401, 403, 404)}
+)
 class MemberDetailView(ProjectScopedMixin, APIView):
     permission_classes = [IsProjectOwnerOrAdmin]
 

@@ -5,6 +5,7 @@ see aggregates — and people with no relation to the project 404. Results
 always come from the newest published run (``results.selectors``), so a reader
 sees one run's results, never a mix of two.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -66,12 +67,36 @@ class InferenceRunSerializer(serializers.ModelSerializer):
     class Meta:
         model = InferenceRun
         fields = (
-            "id", "project", "model", "status", "trigger", "requested_by", "cold_refit", "fit_mode", "fit_reason",
-            "warm_start_from", "retry_after_annotation_id",
-            "snapshot_annotation_id", "n_items", "n_annotations", "n_annotators",
-            "progress_epoch", "progress_total", "progress", "loss_history", "final_loss",
-            "metrics", "timings", "params", "error", "has_checkpoint",
-            "created_at", "started_at", "heartbeat_at", "finished_at", "published_at",
+            "id",
+            "project",
+            "model",
+            "status",
+            "trigger",
+            "requested_by",
+            "cold_refit",
+            "fit_mode",
+            "fit_reason",
+            "warm_start_from",
+            "retry_after_annotation_id",
+            "snapshot_annotation_id",
+            "n_items",
+            "n_annotations",
+            "n_annotators",
+            "progress_epoch",
+            "progress_total",
+            "progress",
+            "loss_history",
+            "final_loss",
+            "metrics",
+            "timings",
+            "params",
+            "error",
+            "has_checkpoint",
+            "created_at",
+            "started_at",
+            "heartbeat_at",
+            "finished_at",
+            "published_at",
         )
         read_only_fields = fields
 
@@ -95,7 +120,7 @@ class RunNowSerializer(StrictJSONMixin, serializers.Serializer):
     params = serializers.DictField(
         required=False,
         default=dict,
-        help_text="Hyper-parameters for the project's model on top of the defaults, e.g. {\"epochs\": 50}.",
+        help_text='Hyper-parameters for the project\'s model on top of the defaults, e.g. {"epochs": 50}.',
     )
 
     def validate_params(self, value: dict[str, Any]) -> dict[str, Any]:
@@ -228,8 +253,11 @@ class RunListCreateView(ProjectScopedMixin, generics.ListAPIView):
         payload = RunNowSerializer(data=request.data, context={"project": self.project})
         payload.is_valid(raise_exception=True)
         run = request_run(
-            project=self.project, trigger=RunTrigger.MANUAL, requested_by=request.user,
-            params=payload.validated_data.get("params") or {}, cold=payload.validated_data["cold"],
+            project=self.project,
+            trigger=RunTrigger.MANUAL,
+            requested_by=request.user,
+            params=payload.validated_data.get("params") or {},
+            cold=payload.validated_data["cold"],
         )
         if run is None:
             current = active_run(project_id=self.project.pk)
@@ -258,16 +286,14 @@ class RunDetailView(ProjectScopedMixin, generics.RetrieveAPIView):
     description=(
         "A pending run never starts; a running run's worker stops at its next epoch. The run ends "
         "`cancelled` and publishes nothing, so the published results stay as they were. Automatic runs "
-        "(threshold, timer) then wait for new annotations; \"run now\" is not held back."
+        '(threshold, timer) then wait for new annotations; "run now" is not held back.'
     ),
     request=None,
     responses={
         200: OpenApiResponse(InferenceRunSerializer, description="Cancelled; the run as it is now."),
         404: OpenApiResponse(description="No such run in this project."),
         409: OpenApiResponse(
-            inline_serializer(
-                "RunNotActive", {"detail": serializers.CharField(), "run": InferenceRunSerializer()}
-            ),
+            inline_serializer("RunNotActive", {"detail": serializers.CharField(), "run": InferenceRunSerializer()}),
             description="The run already finished (published, failed, discarded or cancelled).",
         ),
     },
@@ -292,8 +318,12 @@ class RunCancelView(ProjectScopedMixin, APIView):
     summary="Latest aggregated label per item",
     parameters=[
         OpenApiParameter("label", OpenApiTypes.STR, description="Only items with this aggregated label."),
-        OpenApiParameter("source", OpenApiTypes.STR, enum=LabelSource.values,
-                         description="crowd (aggregated) or predicted (classifier, no human label)."),
+        OpenApiParameter(
+            "source",
+            OpenApiTypes.STR,
+            enum=LabelSource.values,
+            description="crowd (aggregated) or predicted (classifier, no human label).",
+        ),
         OpenApiParameter("min_confidence", OpenApiTypes.FLOAT, description="0–1."),
         OpenApiParameter("max_confidence", OpenApiTypes.FLOAT, description="0–1."),
         OpenApiParameter("run", OpenApiTypes.INT, description="Pin a published run (default: the newest)."),
@@ -347,7 +377,9 @@ class LatestCommonConfusionView(ProjectScopedMixin, APIView):
         if common is None:
             raise NotFound(f"Run {run.pk} ({run.model}) has no common confusion; only CoNAL learns one.")
         return Response(
-            CommonConfusionSerializer({"run": run.pk, "classes": self.project.class_names, "matrix": common.matrix}).data
+            CommonConfusionSerializer(
+                {"run": run.pk, "classes": self.project.class_names, "matrix": common.matrix}
+            ).data
         )
 
 

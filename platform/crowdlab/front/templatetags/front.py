@@ -1,4 +1,5 @@
 """Template helpers: markdown rendering, role names, percentages."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -6,76 +6,126 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('projects', '0001_initial'),
+        ("projects", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Annotation',
+            name="Annotation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('label', models.CharField(max_length=100)),
-                ('source', models.CharField(choices=[('web', 'Labelled here'), ('import', 'Imported crowd')], default='web', max_length=8)),
-                ('time_spent_ms', models.PositiveIntegerField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('annotator', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='annotations', to=settings.AUTH_USER_MODEL)),
-                ('item', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='annotations', to='projects.item')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='annotations', to='projects.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("label", models.CharField(max_length=100)),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[("web", "Labelled here"), ("import", "Imported crowd")], default="web", max_length=8
+                    ),
+                ),
+                ("time_spent_ms", models.PositiveIntegerField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "annotator",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="annotations",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "item",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="annotations", to="projects.item"
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="annotations", to="projects.project"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='AnnotationRevision',
+            name="AnnotationRevision",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('old_label', models.CharField(max_length=100)),
-                ('new_label', models.CharField(max_length=100)),
-                ('changed_at', models.DateTimeField(auto_now_add=True)),
-                ('annotation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='revisions', to='labelling.annotation')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("old_label", models.CharField(max_length=100)),
+                ("new_label", models.CharField(max_length=100)),
+                ("changed_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "annotation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="revisions", to="labelling.annotation"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['changed_at', 'id'],
+                "ordering": ["changed_at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Assignment',
+            name="Assignment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('active', 'Active'), ('done', 'Done'), ('skipped', 'Skipped')], default='active', max_length=8)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('expires_at', models.DateTimeField()),
-                ('annotator', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='assignments', to=settings.AUTH_USER_MODEL)),
-                ('item', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='assignments', to='projects.item')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='assignments', to='projects.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("active", "Active"), ("done", "Done"), ("skipped", "Skipped")],
+                        default="active",
+                        max_length=8,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("expires_at", models.DateTimeField()),
+                (
+                    "annotator",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="assignments",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "item",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="assignments", to="projects.item"
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="assignments", to="projects.project"
+                    ),
+                ),
             ],
         ),
         migrations.AddIndex(
-            model_name='annotation',
-            index=models.Index(fields=['project', 'id'], name='annotation_project_idx'),
+            model_name="annotation",
+            index=models.Index(fields=["project", "id"], name="annotation_project_idx"),
         ),
         migrations.AddIndex(
-            model_name='annotation',
-            index=models.Index(fields=['annotator', '-created_at'], name='annotation_recent_idx'),
+            model_name="annotation",
+            index=models.Index(fields=["annotator", "-created_at"], name="annotation_recent_idx"),
         ),
         migrations.AddConstraint(
-            model_name='annotation',
-            constraint=models.UniqueConstraint(fields=('item', 'annotator'), name='annotation_unique'),
+            model_name="annotation",
+            constraint=models.UniqueConstraint(fields=("item", "annotator"), name="annotation_unique"),
         ),
         migrations.AddIndex(
-            model_name='assignment',
-            index=models.Index(fields=['item', 'status', 'expires_at'], name='assignment_lease_idx'),
+            model_name="assignment",
+            index=models.Index(fields=["item", "status", "expires_at"], name="assignment_lease_idx"),
         ),
         migrations.AddIndex(
-            model_name='assignment',
-            index=models.Index(fields=['annotator', 'project', 'status'], name='assignment_annotator_idx'),
+            model_name="assignment",
+            index=models.Index(fields=["annotator", "project", "status"], name="assignment_annotator_idx"),
         ),
         migrations.AddConstraint(
-            model_name='assignment',
-            constraint=models.UniqueConstraint(fields=('item', 'annotator'), name='assignment_unique'),
+            model_name="assignment",
+            constraint=models.UniqueConstraint(fields=("item", "annotator"), name="assignment_unique"),
         ),
     ]

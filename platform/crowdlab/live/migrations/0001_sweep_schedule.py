@@ -1,4 +1,5 @@
 """Register the periodic ``live.tasks.sweep`` with django-celery-beat (every minute)."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -20,6 +20,7 @@ One concern per module, each depending only on those above it:
 
 The names callers use are re-exported here.
 """
+
 from __future__ import annotations
 
 from .errors import (

@@ -1,4 +1,5 @@
 """What a rejected import says: row errors, the 400 body, and the collector that caps them."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -60,4 +61,3 @@ class ErrorCollector:
     def raise_if_any(self) -> None:
         if self.total:
             raise ImportValidationError(self.errors, total=self.total)
-

@@ -5,6 +5,7 @@ Parsing never rejects a *row*: a line that does not parse becomes an
 gives every error at once. Only what spoils the whole upload (an unreadable
 CSV, UTF-16 text, a malformed JSON array) raises ``ImportValidationError``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -27,8 +28,6 @@ IMPORT_FORMATS: tuple[str, ...] = ("json", "jsonl", "csv")
 csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 
 
-
-
 # Undecodable bytes are decoded as lone surrogates (U+DC80..U+DCFF, Python's
 # "surrogateescape") instead of failing the whole read: each row is then checked
 # and a bad byte is reported with its row and column, like any other row error.
@@ -46,8 +45,14 @@ def _refuse_other_unicode(head: bytes) -> None:
     for bom, name in _UTF16_32_BOMS:
         if head.startswith(bom):
             raise ImportValidationError(
-                [RowError(None, None, f"the upload is {name} text (it starts with a {name} byte-order mark); "
-                                      "save it as UTF-8 and upload it again.")]
+                [
+                    RowError(
+                        None,
+                        None,
+                        f"the upload is {name} text (it starts with a {name} byte-order mark); "
+                        "save it as UTF-8 and upload it again.",
+                    )
+                ]
             )
 
 
@@ -97,8 +102,10 @@ def unstorable(value: Any) -> str | None:
                 except UnicodeEncodeError as error:
                     code = ord(current[error.start])
                     if 0xDC80 <= code <= 0xDCFF:
-                        return (f"byte 0x{code - 0xDC00:02X}, which is not UTF-8 text; "
-                                "save the upload as UTF-8 (not Latin-1, Windows-1252 or UTF-16)")
+                        return (
+                            f"byte 0x{code - 0xDC00:02X}, which is not UTF-8 text; "
+                            "save the upload as UTF-8 (not Latin-1, Windows-1252 or UTF-16)"
+                        )
                     return f"a lone surrogate (\\u{code:04x}), which cannot be stored"
             if "\x00" in current:
                 return "a NUL character (\\u0000), which cannot be stored"
@@ -113,7 +120,9 @@ def unstorable(value: Any) -> str | None:
 def header_error(position: int, problem: str) -> ImportValidationError:
     # NULs between the letters of a header are the mark of UTF-16 without a byte-order mark.
     hint = "; is the file UTF-16? save it as UTF-8" if problem.startswith("a NUL") else ""
-    return ImportValidationError([RowError(None, None, f"the CSV header (column {position}) contains {problem}{hint}.")])
+    return ImportValidationError(
+        [RowError(None, None, f"the CSV header (column {position}) contains {problem}{hint}.")]
+    )
 
 
 def _too_deep_row_error(error: jsonlimits.JSONTooDeep, *, array: bool) -> RowError:
@@ -182,7 +191,9 @@ def _parse_csv(stream: IO[bytes] | IO[str] | bytes | str) -> Iterator[tuple[int,
     try:
         header = next(reader, None)
         if header is None:
-            raise ImportValidationError([RowError(None, None, "the CSV upload is empty; the first line is the header.")])
+            raise ImportValidationError(
+                [RowError(None, None, "the CSV upload is empty; the first line is the header.")]
+            )
         header = [name.strip() for name in header]
         for position, name in enumerate(header, start=1):
             problem = unstorable(name)

@@ -6,6 +6,7 @@ The bulk import (``services.items_import``), the one-file upload
 cannot drift apart: the limits are read from settings when a check runs (not
 when a module is imported) and every message is written once.
 """
+
 from __future__ import annotations
 
 import json
@@ -213,9 +214,15 @@ def validate_item_row(
     _, image_url = _first(raw, IMAGE_KEYS)
     _, audio_url = _first(raw, AUDIO_KEYS)
     _, plain_url = _first(raw, ("url",))
-    given = [(name, value) for name, value in (("image_url", image_url), ("audio_url", audio_url), ("url", plain_url)) if value is not None]
+    given = [
+        (name, value)
+        for name, value in (("image_url", image_url), ("audio_url", audio_url), ("url", plain_url))
+        if value is not None
+    ]
     if len(given) > 1:
-        errors.add(number, given[1][0], f"give only one of image_url, audio_url or url (got {', '.join(n for n, _ in given)}).")
+        errors.add(
+            number, given[1][0], f"give only one of image_url, audio_url or url (got {', '.join(n for n, _ in given)})."
+        )
     elif given:
         name, value = given[0]
         if not isinstance(value, str) or len(value) > URL_MAX_LENGTH:
@@ -250,7 +257,7 @@ def validate_item_row(
                 errors.add(number, "data", str(exc))
                 data = {}
             except ValueError:
-                errors.add(number, "data", "must be a JSON object, e.g. {\"source\": \"web\"}.")
+                errors.add(number, "data", 'must be a JSON object, e.g. {"source": "web"}.')
                 data = {}
             if not isinstance(data, dict):
                 errors.add(number, "data", "must be a JSON object.")
@@ -273,11 +280,17 @@ def validate_item_row(
     features: list[float] | None = None
     if from_csv and feature_columns and _features_too_long(len(feature_columns), limits.features):
         errors.add(
-            number, "features", f"{feature_columns[0]}.. columns: {_features_too_long(len(feature_columns), limits.features)}"
+            number,
+            "features",
+            f"{feature_columns[0]}.. columns: {_features_too_long(len(feature_columns), limits.features)}",
         )
     elif from_csv and feature_columns:
         if raw.get("features"):
-            errors.add(number, "features", f"give features either as {feature_columns[0]}.. columns or as 'features', not both.")
+            errors.add(
+                number,
+                "features",
+                f"give features either as {feature_columns[0]}.. columns or as 'features', not both.",
+            )
         else:
             try:
                 features = [float(raw[name]) for name in feature_columns]
@@ -322,9 +335,7 @@ def validate_item_row(
         elif data is not None or features is not None:
             kind = ItemKind.JSON
         else:
-            errors.add(
-                number, None, "has no content; give text, image_url, audio_url, url, data or features."
-            )
+            errors.add(number, None, "has no content; give text, image_url, audio_url, url, data or features.")
     elif kind in (ItemKind.IMAGE, ItemKind.AUDIO) and not url:
         errors.add(number, "kind", f"kind {kind!r} needs a URL (image_url or audio_url); upload files one at a time.")
     elif kind == ItemKind.TEXT and not text:
@@ -344,7 +355,9 @@ def validate_item_row(
     }
 
 
-def checked_data_json(number: int, data: Any, errors: ErrorCollector, limits: ItemLimits, *, walk: bool = True) -> str | None:
+def checked_data_json(
+    number: int, data: Any, errors: ErrorCollector, limits: ItemLimits, *, walk: bool = True
+) -> str | None:
     """``data`` as the JSON text that is stored (serialised once, here), or None after an error.
 
     ``walk``: check the nesting first (json.dumps recurses), for data that did
@@ -355,7 +368,9 @@ def checked_data_json(number: int, data: Any, errors: ErrorCollector, limits: It
     try:
         text = json.dumps(data, ensure_ascii=False, allow_nan=False)
     except ValueError:
-        errors.add(number, "data", "numbers must be finite: NaN, Infinity and overflowing values such as 1e400 are not JSON.")
+        errors.add(
+            number, "data", "numbers must be finite: NaN, Infinity and overflowing values such as 1e400 are not JSON."
+        )
         return None
     except TypeError as exc:  # Python callers only: JSON bodies hold nothing else
         errors.add(number, "data", f"must hold only JSON values: {exc}.")
@@ -363,7 +378,9 @@ def checked_data_json(number: int, data: Any, errors: ErrorCollector, limits: It
     size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
     if size > limits.data_bytes:
         errors.add(
-            number, "data", f"is {size:,} bytes as JSON; at most {limits.data_bytes:,} are allowed (ITEM_DATA_MAX_BYTES)."
+            number,
+            "data",
+            f"is {size:,} bytes as JSON; at most {limits.data_bytes:,} are allowed (ITEM_DATA_MAX_BYTES).",
         )
         return None
     return text
@@ -375,4 +392,3 @@ def _is_float(value: str) -> bool:
     except ValueError:
         return False
     return True
-

@@ -6,6 +6,7 @@ Every row is validated first (``rows``), with a handful of set-based queries,
 never one per row; only a clean upload is written, in one transaction, with
 COPY. A rejected upload raises ``ImportValidationError``.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,7 +43,6 @@ BATCH_SIZE = 5_000
 _USERNAME_CHARS = re.compile(r"^[\w.@+-]+\Z")
 
 
-
 @dataclass
 class ImportResult:
     created: int
@@ -54,9 +54,7 @@ class ImportResult:
 
 def _feature_length(project: Project) -> int | None:
     """The length of this project's existing feature vectors, if any."""
-    sample = (
-        Item.objects.filter(project=project, features__isnull=False).values_list("features", flat=True).first()
-    )
+    sample = Item.objects.filter(project=project, features__isnull=False).values_list("features", flat=True).first()
     return len(sample) if isinstance(sample, list) else None
 
 
@@ -133,9 +131,7 @@ def items_import(
     if count == 0 and not errors.total:
         raise ImportValidationError([RowError(None, None, "the upload has no rows.")])
     for external_id in sorted(_existing_external_ids(project, set(first_row_of)), key=first_row_of.__getitem__):
-        errors.add(
-            first_row_of[external_id], "external_id", f"{external_id!r} already exists in this project."
-        )
+        errors.add(first_row_of[external_id], "external_id", f"{external_id!r} already exists in this project.")
     errors.raise_if_any()
     insert_items(project=project, items=items, conflict_field="external_id")
     kinds: dict[str, int] = defaultdict(int)
@@ -153,8 +149,17 @@ def items_import(
 
 
 _ITEM_COLUMNS = (
-    "project_id", "external_id", "kind", "text", "image", "url", "data", "features", "gold_label",
-    "n_annotations", "created_at",
+    "project_id",
+    "external_id",
+    "kind",
+    "text",
+    "image",
+    "url",
+    "data",
+    "features",
+    "gold_label",
+    "n_annotations",
+    "created_at",
 )
 
 
@@ -180,15 +185,22 @@ def insert_items(*, project: Project, items: list[dict[str, Any]], conflict_fiel
         with transaction.atomic():
             if copy_ready(Item, _ITEM_COLUMNS):
                 now = timezone.now()
-                copy_rows(Item._meta.db_table,
+                copy_rows(
+                    Item._meta.db_table,
                     _ITEM_COLUMNS,
                     (
                         (
-                            project.pk, item["external_id"], item["kind"], item.get("text", ""), "",
+                            project.pk,
+                            item["external_id"],
+                            item["kind"],
+                            item.get("text", ""),
+                            "",
                             item.get("url", ""),
                             item["data_json"] if "data_json" in item else _json_or_none(item.get("data")),
                             _features_json(item.get("features")),
-                            item.get("gold_label"), item.get("n_annotations", 0), now,
+                            item.get("gold_label"),
+                            item.get("n_annotations", 0),
+                            now,
                         )
                         for item in items
                     ),
@@ -247,7 +259,13 @@ def item_create_with_file(
         kind = image_type_of(image)
     except ImageRejected as rejected:
         raise ImportValidationError(
-            [RowError(1, "image", f"the uploaded file {rejected}; allowed types: {ALLOWED_IMAGE_LABELS} (SVG is not accepted).")]
+            [
+                RowError(
+                    1,
+                    "image",
+                    f"the uploaded file {rejected}; allowed types: {ALLOWED_IMAGE_LABELS} (SVG is not accepted).",
+                )
+            ]
         ) from None
     if Item.objects.filter(project=project, external_id=external_id).exists():
         raise ImportValidationError([RowError(1, "external_id", f"{external_id!r} already exists in this project.")])

@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,79 +15,149 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Membership',
+            name="Membership",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Project',
+            name="Project",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('instructions', models.TextField(blank=True, help_text='Markdown shown to annotators.')),
-                ('classes', models.JSONField(help_text='Ordered [{"name": ..., "key": ...}].', validators=[crowdlab.projects.models.validate_classes])),
-                ('k', models.PositiveSmallIntegerField(default=3, help_text='Distinct annotators wanted per item.')),
-                ('model', models.CharField(choices=[('mv', 'Majority vote'), ('ds', 'Dawid–Skene'), ('conal', 'CoNAL'), ('crowding', 'CrowdInG')], default='conal', max_length=16)),
-                ('retrain_every_n', models.PositiveIntegerField(default=50, help_text='Start a run after this many new human annotations.')),
-                ('retrain_every_minutes', models.PositiveIntegerField(default=10, help_text='Or after this many minutes when any new annotation arrived.')),
-                ('require_confirmation', models.BooleanField(default=False, help_text='Annotators confirm each label with Enter.')),
-                ('lease_seconds', models.PositiveIntegerField(default=600, help_text='How long an assignment stays reserved.')),
-                ('is_active', models.BooleanField(default=True, help_text='Paused projects hand out no tasks.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('members', models.ManyToManyField(blank=True, related_name='member_projects', through='projects.Membership', to=settings.AUTH_USER_MODEL)),
-                ('owner', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='owned_projects', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=200)),
+                ("instructions", models.TextField(blank=True, help_text="Markdown shown to annotators.")),
+                (
+                    "classes",
+                    models.JSONField(
+                        help_text='Ordered [{"name": ..., "key": ...}].',
+                        validators=[crowdlab.projects.models.validate_classes],
+                    ),
+                ),
+                ("k", models.PositiveSmallIntegerField(default=3, help_text="Distinct annotators wanted per item.")),
+                (
+                    "model",
+                    models.CharField(
+                        choices=[
+                            ("mv", "Majority vote"),
+                            ("ds", "Dawid–Skene"),
+                            ("conal", "CoNAL"),
+                            ("crowding", "CrowdInG"),
+                        ],
+                        default="conal",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "retrain_every_n",
+                    models.PositiveIntegerField(
+                        default=50, help_text="Start a run after this many new human annotations."
+                    ),
+                ),
+                (
+                    "retrain_every_minutes",
+                    models.PositiveIntegerField(
+                        default=10, help_text="Or after this many minutes when any new annotation arrived."
+                    ),
+                ),
+                (
+                    "require_confirmation",
+                    models.BooleanField(default=False, help_text="Annotators confirm each label with Enter."),
+                ),
+                (
+                    "lease_seconds",
+                    models.PositiveIntegerField(default=600, help_text="How long an assignment stays reserved."),
+                ),
+                ("is_active", models.BooleanField(default=True, help_text="Paused projects hand out no tasks.")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "members",
+                    models.ManyToManyField(
+                        blank=True,
+                        related_name="member_projects",
+                        through="projects.Membership",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="owned_projects",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.AddField(
-            model_name='membership',
-            name='project',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='projects.project'),
+            model_name="membership",
+            name="project",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="memberships", to="projects.project"
+            ),
         ),
         migrations.CreateModel(
-            name='Item',
+            name="Item",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('external_id', models.CharField(max_length=255)),
-                ('kind', models.CharField(choices=[('text', 'Text'), ('image', 'Image'), ('audio', 'Audio'), ('json', 'JSON')], default='text', max_length=8)),
-                ('text', models.TextField(blank=True)),
-                ('image', models.FileField(blank=True, upload_to='items/%Y/%m/')),
-                ('url', models.URLField(blank=True, help_text='Image or audio URL.', max_length=2000)),
-                ('data', models.JSONField(blank=True, help_text='Arbitrary JSON content.', null=True)),
-                ('features', models.JSONField(blank=True, help_text='Optional numeric feature vector.', null=True)),
-                ('gold_label', models.CharField(blank=True, max_length=100, null=True)),
-                ('n_annotations', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='items', to='projects.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("external_id", models.CharField(max_length=255)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("text", "Text"), ("image", "Image"), ("audio", "Audio"), ("json", "JSON")],
+                        default="text",
+                        max_length=8,
+                    ),
+                ),
+                ("text", models.TextField(blank=True)),
+                ("image", models.FileField(blank=True, upload_to="items/%Y/%m/")),
+                ("url", models.URLField(blank=True, help_text="Image or audio URL.", max_length=2000)),
+                ("data", models.JSONField(blank=True, help_text="Arbitrary JSON content.", null=True)),
+                ("features", models.JSONField(blank=True, help_text="Optional numeric feature vector.", null=True)),
+                ("gold_label", models.CharField(blank=True, max_length=100, null=True)),
+                ("n_annotations", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="items", to="projects.project"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.AddConstraint(
-            model_name='project',
-            constraint=models.UniqueConstraint(fields=('owner', 'name'), name='project_unique_name_per_owner'),
+            model_name="project",
+            constraint=models.UniqueConstraint(fields=("owner", "name"), name="project_unique_name_per_owner"),
         ),
         migrations.AddConstraint(
-            model_name='project',
-            constraint=models.CheckConstraint(condition=models.Q(('k__gte', 1)), name='project_k_positive'),
+            model_name="project",
+            constraint=models.CheckConstraint(condition=models.Q(("k__gte", 1)), name="project_k_positive"),
         ),
         migrations.AddConstraint(
-            model_name='membership',
-            constraint=models.UniqueConstraint(fields=('project', 'user'), name='membership_unique'),
+            model_name="membership",
+            constraint=models.UniqueConstraint(fields=("project", "user"), name="membership_unique"),
         ),
         migrations.AddIndex(
-            model_name='item',
-            index=models.Index(fields=['project', 'n_annotations', 'id'], name='item_pool_idx'),
+            model_name="item",
+            index=models.Index(fields=["project", "n_annotations", "id"], name="item_pool_idx"),
         ),
         migrations.AddConstraint(
-            model_name='item',
-            constraint=models.UniqueConstraint(fields=('project', 'external_id'), name='item_unique_external_id'),
+            model_name="item",
+            constraint=models.UniqueConstraint(fields=("project", "external_id"), name="item_unique_external_id"),
         ),
     ]

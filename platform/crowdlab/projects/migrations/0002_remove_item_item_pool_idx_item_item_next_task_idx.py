@@ -4,18 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('projects', '0001_initial'),
+        ("projects", "0001_initial"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='item',
-            name='item_pool_idx',
+            model_name="item",
+            name="item_pool_idx",
         ),
         migrations.AddIndex(
-            model_name='item',
-            index=models.Index(fields=['project', '-n_annotations', 'id'], name='item_next_task_idx'),
+            model_name="item",
+            index=models.Index(fields=["project", "-n_annotations", "id"], name="item_next_task_idx"),
         ),
     ]

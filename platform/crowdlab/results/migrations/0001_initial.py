@@ -6,106 +6,227 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('projects', '0001_initial'),
+        ("projects", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='InferenceRun',
+            name="InferenceRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('model', models.CharField(choices=[('mv', 'Majority vote'), ('ds', 'Dawid–Skene'), ('conal', 'CoNAL'), ('crowding', 'CrowdInG')], max_length=16)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('published', 'Published'), ('failed', 'Failed'), ('discarded', 'Discarded (a newer run published first)')], default='pending', max_length=10)),
-                ('trigger', models.CharField(choices=[('threshold', 'New annotations'), ('timer', 'Timer'), ('manual', 'Run now')], default='manual', max_length=10)),
-                ('snapshot_annotation_id', models.BigIntegerField(blank=True, null=True)),
-                ('n_items', models.PositiveIntegerField(default=0)),
-                ('n_annotations', models.PositiveIntegerField(default=0)),
-                ('n_annotators', models.PositiveIntegerField(default=0)),
-                ('progress_epoch', models.PositiveIntegerField(default=0)),
-                ('progress_total', models.PositiveIntegerField(default=0)),
-                ('loss_history', models.JSONField(blank=True, default=list)),
-                ('final_loss', models.FloatField(blank=True, null=True)),
-                ('metrics', models.JSONField(blank=True, default=dict)),
-                ('timings', models.JSONField(blank=True, default=dict, help_text='Seconds per phase.')),
-                ('error', models.TextField(blank=True)),
-                ('checkpoint', models.BinaryField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('published_at', models.DateTimeField(blank=True, null=True)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='runs', to='projects.project')),
-                ('requested_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('warm_start_from', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='results.inferencerun')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "model",
+                    models.CharField(
+                        choices=[
+                            ("mv", "Majority vote"),
+                            ("ds", "Dawid–Skene"),
+                            ("conal", "CoNAL"),
+                            ("crowding", "CrowdInG"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("running", "Running"),
+                            ("published", "Published"),
+                            ("failed", "Failed"),
+                            ("discarded", "Discarded (a newer run published first)"),
+                        ],
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "trigger",
+                    models.CharField(
+                        choices=[("threshold", "New annotations"), ("timer", "Timer"), ("manual", "Run now")],
+                        default="manual",
+                        max_length=10,
+                    ),
+                ),
+                ("snapshot_annotation_id", models.BigIntegerField(blank=True, null=True)),
+                ("n_items", models.PositiveIntegerField(default=0)),
+                ("n_annotations", models.PositiveIntegerField(default=0)),
+                ("n_annotators", models.PositiveIntegerField(default=0)),
+                ("progress_epoch", models.PositiveIntegerField(default=0)),
+                ("progress_total", models.PositiveIntegerField(default=0)),
+                ("loss_history", models.JSONField(blank=True, default=list)),
+                ("final_loss", models.FloatField(blank=True, null=True)),
+                ("metrics", models.JSONField(blank=True, default=dict)),
+                ("timings", models.JSONField(blank=True, default=dict, help_text="Seconds per phase.")),
+                ("error", models.TextField(blank=True)),
+                ("checkpoint", models.BinaryField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("published_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="runs", to="projects.project"
+                    ),
+                ),
+                (
+                    "requested_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "warm_start_from",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="results.inferencerun",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
         migrations.CreateModel(
-            name='GeneratedAnnotation',
+            name="GeneratedAnnotation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('label', models.CharField(max_length=100)),
-                ('probability', models.FloatField()),
-                ('annotator', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('item', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='generated_annotations', to='projects.item')),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='generated', to='results.inferencerun')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("label", models.CharField(max_length=100)),
+                ("probability", models.FloatField()),
+                (
+                    "annotator",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "item",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="generated_annotations",
+                        to="projects.item",
+                    ),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="generated", to="results.inferencerun"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='CommonConfusion',
+            name="CommonConfusion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('matrix', models.JSONField()),
-                ('run', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='common_confusion', to='results.inferencerun')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("matrix", models.JSONField()),
+                (
+                    "run",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="common_confusion",
+                        to="results.inferencerun",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='AnnotatorConfusion',
+            name="AnnotatorConfusion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('matrix', models.JSONField(help_text='C×C, row = true class, row-stochastic.')),
-                ('omega', models.FloatField(blank=True, help_text='Mean ω: share of noise from the common confusion.', null=True)),
-                ('omegas', models.JSONField(blank=True, help_text='Per-annotation ω values (for the histogram).', null=True)),
-                ('n_annotations', models.PositiveIntegerField(default=0)),
-                ('learned_accuracy', models.FloatField(blank=True, null=True)),
-                ('annotator', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='confusions', to=settings.AUTH_USER_MODEL)),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='confusions', to='results.inferencerun')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("matrix", models.JSONField(help_text="C×C, row = true class, row-stochastic.")),
+                (
+                    "omega",
+                    models.FloatField(
+                        blank=True, help_text="Mean ω: share of noise from the common confusion.", null=True
+                    ),
+                ),
+                (
+                    "omegas",
+                    models.JSONField(blank=True, help_text="Per-annotation ω values (for the histogram).", null=True),
+                ),
+                ("n_annotations", models.PositiveIntegerField(default=0)),
+                ("learned_accuracy", models.FloatField(blank=True, null=True)),
+                (
+                    "annotator",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="confusions",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="confusions",
+                        to="results.inferencerun",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='AggregatedLabel',
+            name="AggregatedLabel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('label', models.CharField(max_length=100)),
-                ('confidence', models.FloatField()),
-                ('probabilities', models.JSONField(help_text="Class probabilities in the project's class order.")),
-                ('source', models.CharField(choices=[('crowd', 'Aggregated from crowd labels'), ('predicted', 'Predicted by the classifier (no human label)')], default='crowd', max_length=10)),
-                ('n_annotations', models.PositiveIntegerField(default=0)),
-                ('item', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='aggregated_labels', to='projects.item')),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='labels', to='results.inferencerun')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("label", models.CharField(max_length=100)),
+                ("confidence", models.FloatField()),
+                ("probabilities", models.JSONField(help_text="Class probabilities in the project's class order.")),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("crowd", "Aggregated from crowd labels"),
+                            ("predicted", "Predicted by the classifier (no human label)"),
+                        ],
+                        default="crowd",
+                        max_length=10,
+                    ),
+                ),
+                ("n_annotations", models.PositiveIntegerField(default=0)),
+                (
+                    "item",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="aggregated_labels",
+                        to="projects.item",
+                    ),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="labels", to="results.inferencerun"
+                    ),
+                ),
             ],
         ),
         migrations.AddIndex(
-            model_name='inferencerun',
-            index=models.Index(fields=['project', 'status', '-id'], name='run_project_status_idx'),
+            model_name="inferencerun",
+            index=models.Index(fields=["project", "status", "-id"], name="run_project_status_idx"),
         ),
         migrations.AddIndex(
-            model_name='generatedannotation',
-            index=models.Index(fields=['run', 'item'], name='generated_run_item_idx'),
+            model_name="generatedannotation",
+            index=models.Index(fields=["run", "item"], name="generated_run_item_idx"),
         ),
         migrations.AddConstraint(
-            model_name='annotatorconfusion',
-            constraint=models.UniqueConstraint(fields=('run', 'annotator'), name='confusion_unique'),
+            model_name="annotatorconfusion",
+            constraint=models.UniqueConstraint(fields=("run", "annotator"), name="confusion_unique"),
         ),
         migrations.AddConstraint(
-            model_name='aggregatedlabel',
-            constraint=models.UniqueConstraint(fields=('run', 'item'), name='aggregated_unique'),
+            model_name="aggregatedlabel",
+            constraint=models.UniqueConstraint(fields=("run", "item"), name="aggregated_unique"),
         ),
     ]

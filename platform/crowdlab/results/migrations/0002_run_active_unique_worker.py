@@ -5,31 +5,34 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('projects', '0001_initial'),
-        ('results', '0001_initial'),
+        ("projects", "0001_initial"),
+        ("results", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='inferencerun',
-            name='params',
+            model_name="inferencerun",
+            name="params",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddField(
-            model_name='inferencerun',
-            name='task_id',
+            model_name="inferencerun",
+            name="task_id",
             field=models.CharField(blank=True, max_length=255),
         ),
         migrations.AddField(
-            model_name='inferencerun',
-            name='worker',
+            model_name="inferencerun",
+            name="worker",
             field=models.CharField(blank=True, max_length=255),
         ),
         migrations.AddConstraint(
-            model_name='inferencerun',
-            constraint=models.UniqueConstraint(condition=models.Q(('status__in', ['pending', 'running'])), fields=('project',), name='run_one_active_per_project'),
+            model_name="inferencerun",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status__in", ["pending", "running"])),
+                fields=("project",),
+                name="run_one_active_per_project",
+            ),
         ),
     ]

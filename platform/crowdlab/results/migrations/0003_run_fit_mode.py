@@ -4,25 +4,30 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('results', '0002_run_active_unique_worker'),
+        ("results", "0002_run_active_unique_worker"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='inferencerun',
-            name='cold_refit',
-            field=models.BooleanField(default=False, help_text="Requested as a full cold refit: ignore every earlier run's checkpoint."),
+            model_name="inferencerun",
+            name="cold_refit",
+            field=models.BooleanField(
+                default=False, help_text="Requested as a full cold refit: ignore every earlier run's checkpoint."
+            ),
         ),
         migrations.AddField(
-            model_name='inferencerun',
-            name='fit_mode',
-            field=models.CharField(blank=True, choices=[('cold', 'Cold (trained from scratch)'), ('warm', 'Warm (fine-tuned from an earlier run)')], max_length=4),
+            model_name="inferencerun",
+            name="fit_mode",
+            field=models.CharField(
+                blank=True,
+                choices=[("cold", "Cold (trained from scratch)"), ("warm", "Warm (fine-tuned from an earlier run)")],
+                max_length=4,
+            ),
         ),
         migrations.AddField(
-            model_name='inferencerun',
-            name='fit_reason',
+            model_name="inferencerun",
+            name="fit_reason",
             field=models.TextField(blank=True),
         ),
     ]

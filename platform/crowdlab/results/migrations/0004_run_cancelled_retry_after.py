@@ -4,20 +4,34 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('results', '0003_run_fit_mode'),
+        ("results", "0003_run_fit_mode"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='inferencerun',
-            name='retry_after_annotation_id',
-            field=models.BigIntegerField(blank=True, help_text="Automatic runs wait for annotations newer than this id (set when this run failed on its data or was cancelled); 'Run now' is not held back.", null=True),
+            model_name="inferencerun",
+            name="retry_after_annotation_id",
+            field=models.BigIntegerField(
+                blank=True,
+                help_text="Automatic runs wait for annotations newer than this id (set when this run failed on its data or was cancelled); 'Run now' is not held back.",
+                null=True,
+            ),
         ),
         migrations.AlterField(
-            model_name='inferencerun',
-            name='status',
-            field=models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('published', 'Published'), ('failed', 'Failed'), ('discarded', 'Discarded (a newer run published first)'), ('cancelled', 'Cancelled')], default='pending', max_length=10),
+            model_name="inferencerun",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("pending", "Pending"),
+                    ("running", "Running"),
+                    ("published", "Published"),
+                    ("failed", "Failed"),
+                    ("discarded", "Discarded (a newer run published first)"),
+                    ("cancelled", "Cancelled"),
+                ],
+                default="pending",
+                max_length=10,
+            ),
         ),
     ]

@@ -4,15 +4,23 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('results', '0004_run_cancelled_retry_after'),
+        ("results", "0004_run_cancelled_retry_after"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='inferencerun',
-            name='trigger',
-            field=models.CharField(choices=[('threshold', 'New annotations'), ('timer', 'Timer'), ('manual', 'Run now'), ('settle', 'Labels settled: cold refit after a warm run')], default='manual', max_length=10),
+            model_name="inferencerun",
+            name="trigger",
+            field=models.CharField(
+                choices=[
+                    ("threshold", "New annotations"),
+                    ("timer", "Timer"),
+                    ("manual", "Run now"),
+                    ("settle", "Labels settled: cold refit after a warm run"),
+                ],
+                default="manual",
+                max_length=10,
+            ),
         ),
     ]

@@ -12,6 +12,7 @@
 Re-running it reuses the users and the project (passwords are reset to the
 printed ones) and seeds nothing twice.
 """
+
 from __future__ import annotations
 
 import socket
@@ -39,14 +40,46 @@ CLASSES = ["cat", "dog", "bird", "horse"]
 # Phrases that point to each class; an item mixes two of its own class and,
 # sometimes, one of the class it is most often confused with.
 PHRASES: dict[str, list[str]] = {
-    "cat": ["purrs on the windowsill", "chases a laser dot", "ignores everyone", "kneads the blanket",
-            "hisses at the vacuum", "sleeps sixteen hours", "knocks a cup off the table", "has whiskers twitching"],
-    "dog": ["wags its tail", "fetches the stick", "barks at the postman", "begs at the table",
-            "digs in the garden", "greets you at the door", "rolls over for a treat", "howls at sirens"],
-    "bird": ["sings at dawn", "builds a nest", "flutters between branches", "pecks at seeds",
-             "migrates south", "preens its feathers", "perches on a wire", "lays speckled eggs"],
-    "horse": ["gallops across the field", "neighs in the stable", "eats hay", "wears a saddle",
-              "trots along the path", "has a flowing mane", "jumps the fence", "gets new shoes"],
+    "cat": [
+        "purrs on the windowsill",
+        "chases a laser dot",
+        "ignores everyone",
+        "kneads the blanket",
+        "hisses at the vacuum",
+        "sleeps sixteen hours",
+        "knocks a cup off the table",
+        "has whiskers twitching",
+    ],
+    "dog": [
+        "wags its tail",
+        "fetches the stick",
+        "barks at the postman",
+        "begs at the table",
+        "digs in the garden",
+        "greets you at the door",
+        "rolls over for a treat",
+        "howls at sirens",
+    ],
+    "bird": [
+        "sings at dawn",
+        "builds a nest",
+        "flutters between branches",
+        "pecks at seeds",
+        "migrates south",
+        "preens its feathers",
+        "perches on a wire",
+        "lays speckled eggs",
+    ],
+    "horse": [
+        "gallops across the field",
+        "neighs in the stable",
+        "eats hay",
+        "wears a saddle",
+        "trots along the path",
+        "has a flowing mane",
+        "jumps the fence",
+        "gets new shoes",
+    ],
 }
 DEMO_PASSWORD_SUFFIX = "-demo-pass"
 
@@ -58,7 +91,9 @@ class Login:
     role: str
 
 
-def _generate_crowd(*, n_items: int, n_workers: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int]]]:
+def _generate_crowd(
+    *, n_items: int, n_workers: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int]]]:
     """Truth, features and (item, worker, label) triples of a realistic crowd.
 
     ``inference.synthetic``: CoNAL-style common + individual confusions and

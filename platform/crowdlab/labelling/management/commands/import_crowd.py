@@ -5,6 +5,7 @@ gold.csv, features.npy + items.txt, texts.csv) into a project, creating the
 project (classes: the sorted labels, keys 1..9) when the owner has none of
 that name. Re-running it changes nothing.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("directory", type=Path, help="A folder such as ../shared/datasets/music.")
-        parser.add_argument("--project", required=True, help="Project name (created if the owner has none by that name).")
+        parser.add_argument(
+            "--project", required=True, help="Project name (created if the owner has none by that name)."
+        )
         parser.add_argument("--owner", required=True, help="Username of the requester who owns the project.")
         parser.add_argument(
             "--create-owner",
@@ -71,7 +74,8 @@ class Command(BaseCommand):
                 )
             except ImportValidationError as error:
                 details = "; ".join(
-                    f"row {e['row']}: {e['field'] or 'row'}: {e['message'].rstrip('.')}" for e in error.as_dict()["errors"][:10]
+                    f"row {e['row']}: {e['field'] or 'row'}: {e['message'].rstrip('.')}"
+                    for e in error.as_dict()["errors"][:10]
                 )
                 raise CommandError(f"{error.summary()} {details}") from None
             except (ValueError, ValidationError) as error:

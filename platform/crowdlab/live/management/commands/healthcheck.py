@@ -7,6 +7,7 @@ beat's container would only say whether some worker is up. What beat needs to
 do its job is the database (django-celery-beat's schedule) and the broker (to
 send the tasks), so that is what its compose healthcheck asks here.
 """
+
 from __future__ import annotations
 
 import json

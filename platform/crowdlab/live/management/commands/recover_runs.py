@@ -2,6 +2,7 @@
 
 Use after a crash of the whole deployment (or from cron where beat is not run).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -18,11 +19,14 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--timeout", type=int, default=None,
+            "--timeout",
+            type=int,
+            default=None,
             help="Heartbeat age in seconds after which a running run is dead (default: INFERENCE_HEARTBEAT_TIMEOUT_S).",
         )
         parser.add_argument(
-            "--all-running", action="store_true",
+            "--all-running",
+            action="store_true",
             help="Fail every running run (only when no worker is alive, e.g. after a full restart).",
         )
         parser.add_argument("--no-resend", action="store_true", help="Do not re-send pending runs to the queue.")

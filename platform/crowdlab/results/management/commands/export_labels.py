@@ -2,6 +2,7 @@
 
 Writes the same stream as ``GET /api/projects/{id}/export/`` (results.export).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,12 +37,16 @@ class Command(BaseCommand):
         if not matches and name.isdigit():
             matches = list(projects.filter(pk=int(name)))
         if not matches:
-            raise CommandError(f"no project named {name!r}" + (f" owned by {options['owner']!r}." if options["owner"] else "."))
+            raise CommandError(
+                f"no project named {name!r}" + (f" owned by {options['owner']!r}." if options["owner"] else ".")
+            )
         if len(matches) > 1:
             raise CommandError(f"several projects are named {name!r}; pass --owner USER or the project id.")
         project = matches[0]
         if options["output"] == "-":
-            export_to_file(project=project, fmt=options["fmt"], out=self.stdout._out, generated=options["generated"])  # raw stream: OutputWrapper.write would add newlines
+            export_to_file(
+                project=project, fmt=options["fmt"], out=self.stdout._out, generated=options["generated"]
+            )  # raw stream: OutputWrapper.write would add newlines
             return
         path = Path(options["output"])
         with path.open("w", encoding="utf-8", newline="") as handle:
