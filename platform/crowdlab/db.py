@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.db import connection
+from django.db.models import Field
 
 
 def prepared_cursor() -> Any:
@@ -31,6 +32,19 @@ def prepared_cursor() -> Any:
     # _prepare_cursor: the private step of Django's PostgreSQL backend that
     # wraps a cursor as connection.cursor() does (no public API takes ours).
     return connection._prepare_cursor(psycopg.Cursor(connection.connection))  # type: ignore[attr-defined]
+
+
+def select_columns(alias: str, fields: Iterable[Field[Any, Any]]) -> str:
+    """``alias."col1", alias."col2", ...``: the quoted columns of ``fields`` for a
+    raw SELECT whose rows ``model_from_row`` turns back into instances."""
+    selected: list[str] = []
+    for field in fields:
+        # Only concrete fields have a column (Field.column is None for the others);
+        # a raw SELECT of a non-concrete field is a programming error, not bad input.
+        if field.column is None:
+            raise ValueError(f"{field!r} has no database column to select")
+        selected.append(f"{alias}.{connection.ops.quote_name(field.column)}")
+    return ", ".join(selected)
 
 
 def model_from_row(model: Any, fields: list[Any], values: Any) -> Any:

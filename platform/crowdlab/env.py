@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -61,7 +62,7 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return items
 
 
-def env_database(name: str) -> dict | None:
+def env_database(name: str) -> dict[str, Any] | None:
     """Django's database settings from a ``postgres://`` URL; None when the variable is unset
     (crowdlab then runs its embedded PostgreSQL, ``crowdlab.embedded``)."""
     import dj_database_url
@@ -79,7 +80,9 @@ def env_database(name: str) -> dict | None:
         config = dj_database_url.parse(url, conn_max_age=60)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name}={url!r} is not a database URL: {exc}") from None
-    return config
+    # A plain dict like the embedded server's (settings.py uses one or the other as
+    # DATABASES["default"]), not dj-database-url's TypedDict DBConfig.
+    return dict[str, Any](config)
 
 
 def env_broker(name: str) -> str | None:

@@ -17,7 +17,7 @@ from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import AuthenticationFailed
 
-from crowdlab.db import model_from_row
+from crowdlab.db import model_from_row, select_columns
 
 
 class FastTokenAuthentication(TokenAuthentication):
@@ -27,9 +27,8 @@ class FastTokenAuthentication(TokenAuthentication):
         User = get_user_model()
         fields = list(User._meta.concrete_fields)
         sql = (
-            "SELECT "
-            + ", ".join(f"u.{connection.ops.quote_name(field.column)}" for field in fields)
-            + f" FROM {User._meta.db_table} u JOIN {Token._meta.db_table} t"
+            f"SELECT {select_columns('u', fields)}"
+            f" FROM {User._meta.db_table} u JOIN {Token._meta.db_table} t"
             f" ON t.user_id = u.{User._meta.pk.column} WHERE t.key = %s"
         )
         with connection.cursor() as cursor:
@@ -46,7 +45,9 @@ class FastTokenAuthentication(TokenAuthentication):
 class FastTokenScheme(TokenScheme):
     """The same ``Authorization: Token <key>`` header in the OpenAPI schema."""
 
-    target_class = FastTokenAuthentication
+    # A dotted path, as drf-spectacular's own TokenScheme gives it (its subclass's
+    # attribute is typed str); built from the class so a rename cannot leave it stale.
+    target_class = f"{FastTokenAuthentication.__module__}.{FastTokenAuthentication.__qualname__}"
     name = "tokenAuthFast"
     match_subclasses = True
     priority = 1

@@ -51,7 +51,9 @@ class StrictBooleanField(forms.NullBooleanField):
 
     widget = forms.TextInput
 
-    def to_python(self, value: Any) -> bool | None:
+    # NullBooleanField itself narrows BooleanField.to_python to bool | None (its stub
+    # carries the same ignore); mypy checks the override against BooleanField too.
+    def to_python(self, value: Any) -> bool | None:  # type: ignore[override]
         if value is None:
             return None
         if value in ("true", "True"):
@@ -101,7 +103,9 @@ class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
                 value = value.astimezone(dt.UTC)
             except (OverflowError, ValueError):
                 raise ValidationError({self.field_name: "datetime out of range."}) from None
-        return super().filter(qs, value)
+        # django-filter is untyped: its filter() returns Any, though it is the filtered queryset.
+        filtered: QuerySet[Any] = super().filter(qs, value)
+        return filtered
 
 
 class AnnotationFilter(django_filters.FilterSet):

@@ -25,14 +25,14 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connection, transaction
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from rest_framework.authentication import get_authorization_header
 from rest_framework.authtoken.models import Token
 
 from crowdlab import jsonlimits
-from crowdlab.db import model_from_row, prepared_cursor
+from crowdlab.db import model_from_row, prepared_cursor, select_columns
 from crowdlab.labelling import hooks
 from crowdlab.labelling import services as labelling_services
 from crowdlab.projects.models import Membership, Project
@@ -83,7 +83,7 @@ def _submit_sql(listener: hooks.AnnotationListener | None) -> str:
 # lease (``labelling.services._MEMBER_LEASE_SQL``) in one statement.
 _NEXT_SQL = f"""
 SELECT u.{_USER._meta.pk.column}, {labelling_services.CURRENT_LEASE_SQL},
-       {", ".join(f"p.{connection.ops.quote_name(field.column)}" for field in _PROJECT_FIELDS)}
+       {select_columns("p", _PROJECT_FIELDS)}
 {_MEMBER_BY_TOKEN}
 FOR UPDATE OF m
 """
@@ -92,7 +92,8 @@ FOR UPDATE OF m
 def _token(request: HttpRequest) -> str | None:
     """The key of an ``Authorization: Token <key>`` header, or None for anything
     else (then DRF's ``TokenAuthentication`` parses the header and words errors)."""
-    parts = get_authorization_header(request).split()
+    # The stub asks for DRF's Request; the function reads only request.META, which HttpRequest has.
+    parts = get_authorization_header(request).split()  # type: ignore[arg-type]
     if len(parts) != 2 or parts[0].lower() != b"token":
         return None
     try:

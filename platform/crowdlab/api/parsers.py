@@ -30,10 +30,13 @@ def read_body(stream: Any) -> bytes:
     so a body of any size was read whole."""
     if stream is None:
         return b""
-    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    # Django documents None as "no limit"; crowdlab's settings always give an int,
+    # but a deployment's own settings module may not, so None stays handled.
+    limit: int | None = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     if limit is None:
-        return stream.read()
-    body = stream.read(limit + 1)
+        whole: bytes = stream.read()
+        return whole
+    body: bytes = stream.read(limit + 1)
     if len(body) > limit:
         raise RequestTooLarge()
     return body
@@ -80,7 +83,11 @@ class JSONParser(parsers.JSONParser):
 class _RawParser(parsers.BaseParser):
     """Hands the raw request body (bytes) to the view; the service parses it."""
 
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> bytes:
+    # DRF hands whatever a parser returns to the view as request.data; the stub's
+    # return type (Mapping | DataAndFiles) covers only DRF's own parsers.
+    def parse(  # type: ignore[override]
+        self, stream: Any, media_type: str | None = None, parser_context: Any = None
+    ) -> bytes:
         return read_body(stream)
 
 

@@ -65,7 +65,8 @@ class _ProjectScopedPermission(BasePermission):
     resolve: Any = None  # a projects.selectors function (user=, project_id=) -> Project
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        if not request.user or not request.user.is_authenticated:
+        # request.user is never None here: crowdlab keeps DRF's UNAUTHENTICATED_USER (AnonymousUser).
+        if not request.user.is_authenticated:
             return False
         project_id = _project_id(view)
         if project_id is None:

@@ -104,7 +104,9 @@ class ProjectSerializer(StrictJSONMixin, serializers.ModelSerializer):
     access = serializers.SerializerMethodField()
     owner = serializers.CharField(source="owner.username", read_only=True)
     name = serializers.CharField(max_length=200, validators=[_NOT_ONLY_SPACES])
-    classes = ProjectClassSerializer(many=True, min_length=2, help_text="At least 2; names and keys unique.")
+    # many=True passes min_length on to the ListSerializer (DRF's LIST_SERIALIZER_KWARGS);
+    # the stubs' BaseSerializer.__init__ lists allow_empty but not min_length.
+    classes = ProjectClassSerializer(many=True, min_length=2, help_text="At least 2; names and keys unique.")  # type: ignore[call-arg]
     model = serializers.ChoiceField(
         choices=InferenceModel.choices,
         required=False,
@@ -290,12 +292,16 @@ class TaskSerializer(serializers.ModelSerializer):
 
 class AnnotationSubmitSerializer(StrictJSONMixin, serializers.Serializer):
     item = serializers.CharField(max_length=255, help_text="The item's external id.")
-    label = serializers.CharField(max_length=100, help_text="One of the project's class names.")
+    # A field, not Field.label: DRF's metaclass moves declared fields into
+    # _declared_fields, which the stubs cannot model (djangorestframework-stubs#158).
+    label = serializers.CharField(max_length=100, help_text="One of the project's class names.")  # type: ignore[assignment]
     time_spent_ms = serializers.IntegerField(min_value=0, max_value=2_147_483_647, required=False, allow_null=True)
 
 
 class AnnotationUpdateSerializer(StrictJSONMixin, serializers.Serializer):
-    label = serializers.CharField(max_length=100, help_text="The new label; the old one is kept in the history.")
+    # A field, not Field.label: DRF's metaclass moves declared fields into
+    # _declared_fields, which the stubs cannot model (djangorestframework-stubs#158).
+    label = serializers.CharField(max_length=100, help_text="The new label; the old one is kept in the history.")  # type: ignore[assignment]
 
 
 class RevisionSerializer(serializers.ModelSerializer):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.conf import settings
@@ -103,7 +103,9 @@ class ItemUploadForm(forms.Form):
     format = forms.ChoiceField(choices=FORMAT_CHOICES, required=False)
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()
+        # Form.clean returns cleaned_data, but its signature allows a subclass's None.
+        cleaned = self.cleaned_data
         upload = cleaned.get("file")
         if upload is not None and not cleaned.get("format"):
             name = (upload.name or "").lower()
@@ -135,4 +137,6 @@ class ResultsFilterForm(forms.Form):
 
     def __init__(self, *args: Any, classes: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["label"].choices = [("", "All labels")] + [(name, name) for name in classes]
+        # self.fields holds copies of the declared fields: "label" is the ChoiceField above.
+        label_field = cast(forms.ChoiceField, self.fields["label"])
+        label_field.choices = [("", "All labels")] + [(name, name) for name in classes]

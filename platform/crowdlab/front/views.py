@@ -20,7 +20,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -37,6 +37,7 @@ from crowdlab.labelling.services import (
     assignment_skip,
     membership_remove,
     next_task,
+    validate_label,
 )
 from crowdlab.live.triggers import new_annotations_count, request_run
 from crowdlab.projects.images import ImageRejected, image_type_of
@@ -236,7 +237,9 @@ def label_submit(request: HttpRequest, project_id: int) -> JsonResponse:
         annotation = annotation_submit(
             item=assignment.item,
             annotator=signed_in(request.user),
-            label=body.get("label"),
+            # The body is untrusted JSON: the service's own check makes the label a str
+            # (a 400 naming the classes otherwise, as annotation_submit would word it).
+            label=validate_label(project=project, label=body.get("label")),
             time_spent_ms=time_spent if isinstance(time_spent, int) and time_spent >= 0 else None,
         )
     except ValidationError as error:
@@ -575,7 +578,7 @@ def results(request: HttpRequest, project_id: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def export(request: HttpRequest, project_id: int, fmt: str) -> HttpResponse:
+def export(request: HttpRequest, project_id: int, fmt: str) -> StreamingHttpResponse:
     project = project_get_for_owner(user=request.user, project_id=project_id)
     if fmt not in EXPORT_FORMATS:
         raise Http404(f"{fmt!r} is not an export format; allowed: {', '.join(EXPORT_FORMATS)}.")

@@ -55,6 +55,9 @@ class Annotation(models.Model):
     time_spent_ms = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Not a column: set by labelling.services' submits on the annotation they return
+    # (True: a new row; False: the same label again), so the API can say 201 or 200.
+    was_created: bool
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["item", "annotator"], name="annotation_unique")]

@@ -469,14 +469,14 @@ def annotation_inserted(
         annotation.item = item
     if threshold_due is None or threshold_due:
         hooks.annotations_stored(project_id=project_id)
-    annotation.was_created = True  # type: ignore[attr-defined]
+    annotation.was_created = True
     return annotation
 
 
 def _same_or_conflict(existing: Annotation, label: str) -> Annotation:
     if existing.label != label:
         raise AnnotationConflict(existing, label)
-    existing.was_created = False  # type: ignore[attr-defined]
+    existing.was_created = False
     return existing
 
 

@@ -268,7 +268,9 @@ def _remember(key: tuple[int, str], matrix: np.ndarray) -> None:
 
 
 def _rows(matrix: np.ndarray, decimals: int = 6) -> list[list[float]]:
-    return np.round(np.asarray(matrix, dtype=np.float64), decimals).tolist()
+    # tolist() is typed Any for an array of unknown rank; callers pass 2-D matrices.
+    rows: list[list[float]] = np.round(np.asarray(matrix, dtype=np.float64), decimals).tolist()
+    return rows
 
 
 def build_results(

@@ -28,7 +28,8 @@ class ProjectAdmin(admin.ModelAdmin):
     list_filter = ("model", "is_active")
     search_fields = ("name", "owner__username")
     inlines = [MembershipInline]
-    # live's admin re-registers Project with its "Run inference now" actions.
+    # live's admin re-registers Project with its "Run inference now" actions
+    # (LiveProjectAdmin.actions: list any actions given here there too).
     # The same limits as the API and the web UI (deep JSON, long instructions).
     formfield_overrides = {
         **admin_formfield_overrides(),

@@ -46,7 +46,7 @@ from typing import Any, Literal, TypedDict
 
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
-from django.db.models import Count, FilteredRelation, Q
+from django.db.models import Count, FilteredRelation, Q, QuerySet
 from django.http import StreamingHttpResponse
 from django.utils.text import slugify
 
@@ -70,7 +70,8 @@ class ExportRow(TypedDict):
     item: str
     label: str | None
     confidence: float | None
-    probabilities: dict[str, float] | None
+    # None for a class the run's probability vector does not reach.
+    probabilities: dict[str, float | None] | None
     n_annotations: int
     run_id: int | None
     source: str | None
@@ -123,6 +124,19 @@ def _vote_counts(*, project: Project, run: InferenceRun | None) -> Iterator[tupl
     )
 
 
+def _item_rows(*, project: Project, run: InferenceRun | None) -> QuerySet[Item, tuple[Any, ...]]:
+    """(id, external_id, n_annotations) of each item in id order and, with a run, that
+    run's (label, confidence, probabilities, source) for it: all None where it has none."""
+    items = Item.objects.filter(project=project).order_by("id")
+    if run is None:
+        return items.values_list("id", "external_id", "n_annotations")
+    return items.annotate(
+        agg=FilteredRelation("aggregated_labels", condition=Q(aggregated_labels__run_id=run.pk))
+    ).values_list(
+        "id", "external_id", "n_annotations", "agg__label", "agg__confidence", "agg__probabilities", "agg__source"
+    )
+
+
 def export_rows(*, project: Project, run: Any = _LATEST) -> Iterator[ExportRow]:
     """Every item of ``project`` with its exported label, streamed.
 
@@ -134,19 +148,10 @@ def export_rows(*, project: Project, run: Any = _LATEST) -> Iterator[ExportRow]:
         run = latest_published_run(project=project)
     run_id = run.pk if run is not None else None
 
-    items = Item.objects.filter(project=project).order_by("id")
-    if run is not None:
-        items = items.annotate(
-            agg=FilteredRelation("aggregated_labels", condition=Q(aggregated_labels__run_id=run.pk))
-        ).values_list(
-            "id", "external_id", "n_annotations", "agg__label", "agg__confidence", "agg__probabilities", "agg__source"
-        )
-    else:
-        items = items.values_list("id", "external_id", "n_annotations")
-
+    rows = _item_rows(project=project, run=run)
     votes = _vote_counts(project=project, run=run)
     pending = next(votes, None)
-    for values in items.iterator(chunk_size=CHUNK_SIZE):
+    for values in rows.iterator(chunk_size=CHUNK_SIZE):
         item_id, external_id, n_annotations = values[0], values[1], values[2]
         if run is not None and values[3] is not None:
             probabilities = values[5] or []

@@ -117,6 +117,9 @@ class AggregatedLabel(models.Model):
     probabilities = models.JSONField(help_text="Class probabilities in the project's class order.")
     source = models.CharField(max_length=10, choices=LabelSource.choices, default=LabelSource.CROWD)
     n_annotations = models.PositiveIntegerField(default=0)
+    # Not a column: the web UI's results page sets it on the rows it shows (the
+    # run's CrowdInG-generated annotations of the row's item) for its template.
+    generated_list: list[GeneratedAnnotation]
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "item"], name="aggregated_unique")]

@@ -25,12 +25,16 @@ from .base import JSONErrorsMixin
 
 class ExportRowSerializer(serializers.Serializer):
     item = serializers.CharField(help_text="The item's external id.")
-    label = serializers.CharField(allow_null=True)
+    # A field, not Field.label: DRF's metaclass moves declared fields into
+    # _declared_fields, which the stubs cannot model (djangorestframework-stubs#158).
+    label = serializers.CharField(allow_null=True)  # type: ignore[assignment]
     confidence = serializers.FloatField(allow_null=True)
     probabilities = serializers.DictField(child=serializers.FloatField(), allow_null=True)
     n_annotations = serializers.IntegerField()
     run_id = serializers.IntegerField(allow_null=True, help_text="Null: majority vote (no run covers the item).")
-    source = serializers.ChoiceField(choices=["crowd", "predicted"], allow_null=True)
+    # A field, not Field.source: DRF's metaclass moves declared fields into
+    # _declared_fields, which the stubs cannot model (djangorestframework-stubs#158).
+    source = serializers.ChoiceField(choices=["crowd", "predicted"], allow_null=True)  # type: ignore[assignment]
 
 
 class ExportView(JSONErrorsMixin, ProjectScopedMixin, APIView):

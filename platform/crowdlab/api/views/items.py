@@ -99,7 +99,9 @@ class ItemImportRowSerializer(serializers.Serializer):
     url = serializers.URLField(
         required=False, max_length=URL_MAX_LENGTH, help_text="Image or audio URL (audio if it ends in .mp3, .wav, ...)."
     )
-    data = serializers.DictField(
+    # A field, not Serializer.data: DRF's metaclass moves declared fields into
+    # _declared_fields, which the stubs cannot model (djangorestframework-stubs#78).
+    data = serializers.DictField(  # type: ignore[assignment]
         required=False,
         help_text="A JSON object of at most ITEM_DATA_MAX_BYTES bytes as UTF-8 JSON (default 1,000,000), "
         "nested at most JSON_MAX_DEPTH levels (default 64, counting the whole request body).",
@@ -143,7 +145,9 @@ class RowErrorSerializer(serializers.Serializer):
 class ImportErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
     error_count = serializers.IntegerField()
-    errors = RowErrorSerializer(many=True, help_text="The first 100 errors.")
+    # A field, not Serializer.errors: DRF's metaclass moves declared fields into
+    # _declared_fields, which the stubs cannot model (djangorestframework-stubs#78).
+    errors = RowErrorSerializer(many=True, help_text="The first 100 errors.")  # type: ignore[assignment]
     errors_truncated = serializers.BooleanField()
 
 
@@ -223,7 +227,9 @@ class _ImportView(JSONErrorsMixin, ProjectScopedMixin, APIView):
 
 def _raw_body(request: Request) -> bytes:
     # An empty body never reaches the parser: DRF then hands an empty dict.
-    data = request.data
+    # request.data is whatever the parser returned (bytes from api.parsers' raw
+    # parsers), wider than the stub's dict | list.
+    data: object = request.data
     return data if isinstance(data, bytes) else b""
 
 

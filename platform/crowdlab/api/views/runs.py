@@ -131,7 +131,13 @@ class RunNowSerializer(StrictJSONMixin, serializers.Serializer):
         from inference.models import MODELS
 
         model_name = self.context["project"].model
-        allowed = sorted(f.name for f in dataclasses.fields(MODELS[model_name]))
+        model_class = MODELS[model_name]
+        # A model's hyper-parameters are its dataclass fields (inference's convention,
+        # as live.services reads them); a model that is no dataclass takes none.
+        fields: tuple[dataclasses.Field[Any], ...] = (
+            dataclasses.fields(model_class) if dataclasses.is_dataclass(model_class) else ()
+        )
+        allowed = sorted(f.name for f in fields)
         for name, item in value.items():
             if name not in allowed:
                 raise serializers.ValidationError(

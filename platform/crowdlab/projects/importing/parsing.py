@@ -67,7 +67,7 @@ def text_stream(stream: IO[bytes] | IO[str] | bytes | str) -> IO[str]:
     if isinstance(stream, str):
         return io.StringIO(stream, newline="")
     if isinstance(stream, io.TextIOBase):
-        return stream  # type: ignore[return-value]
+        return stream
     raw: Any = stream.file if isinstance(stream, UploadedFile) else stream
     if isinstance(stream, UploadedFile) or raw.seekable():
         raw.seek(0)
