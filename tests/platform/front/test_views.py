@@ -18,11 +18,11 @@ from crowdlab.front.forms import CLASSES_HELP
 from crowdlab.front.views import label_keys
 from crowdlab.labelling.models import Annotation, Assignment
 from crowdlab.projects.models import Item, Project
-from crowdlab.results.export import export_rows
 from crowdlab.results.models import InferenceRun, RunStatus
 from crowdlab.results.services import run_create
 from tests.platform.factories import image_bytes
 from tests.platform.front.crowds import SCENE_CLASSES, make_confused_crowd, run_now_synchronously
+from tests.platform.results.reference_export import export_rows
 
 pytestmark = pytest.mark.django_db
 

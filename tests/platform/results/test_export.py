@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from crowdlab.projects.models import Item, Project
-from crowdlab.results.export import csv_header, export_rows, export_to_file, render_export
+from crowdlab.results.export import csv_header, export_stream, export_to_file
 from crowdlab.results.models import AggregatedLabel, InferenceRun, LabelSource, RunStatus
 from tests.platform.factories import AnnotationFactory, UserFactory
+from tests.platform.results.reference_export import export_rows, render_export
 
 pytestmark = pytest.mark.django_db
 
@@ -160,8 +161,6 @@ def _parse(fmt: str, text: str) -> list[Any]:
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
 def test_postgres_copy_stream_matches_python_renderers(project: Project, fmt: str) -> None:
-    from crowdlab.results.export import export_stream
-
     # Awkward ids: commas, quotes, newlines, unicode, backslashes, control characters.
     for external_id in ["x,1", 'say "hi"', "two\nlines", "ünïcødé ✓", "back\\slash", "bell\x07"]:
         Item.objects.create(project=project, external_id=external_id, text="t")
@@ -184,8 +183,6 @@ def test_postgres_copy_stream_matches_python_renderers(project: Project, fmt: st
 
 
 def test_postgres_json_stream_of_an_empty_project_is_an_empty_array(requester: Any) -> None:
-    from crowdlab.results.export import export_stream
-
     empty = Project.objects.create(owner=requester, name="Empty", classes=[{"name": "a"}, {"name": "b"}])
     assert json.loads(b"".join(export_stream(project=empty, fmt="json"))) == []
     assert (

@@ -23,9 +23,10 @@ from django.urls import reverse
 
 from crowdlab.projects.models import Item, Project
 from crowdlab.projects.services import project_create
-from crowdlab.results.export import csv_text, export_stream, render_export
+from crowdlab.results.export import export_stream
 from crowdlab.results.models import AggregatedLabel, LabelSource
 from tests.platform.factories import AnnotationFactory, UserFactory, publish_with_generated
+from tests.platform.results.reference_export import csv_text, render_export
 
 pytestmark = pytest.mark.django_db
 

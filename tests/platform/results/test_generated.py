@@ -20,11 +20,12 @@ from crowdlab.labelling.models import Annotation
 from crowdlab.live.services import run_execute
 from crowdlab.live.triggers import new_annotations_count
 from crowdlab.projects.models import Item, Membership, Project
-from crowdlab.results.export import export_rows, export_stream, render_export
+from crowdlab.results.export import export_stream
 from crowdlab.results.models import GeneratedAnnotation, InferenceRun, RunStatus
 from crowdlab.results.selectors import annotator_statistics, generated_for_item, generated_for_run
 from crowdlab.results.services import run_create, runs_purge_old
 from tests.platform.factories import AnnotationFactory, UserFactory, publish_with_generated
+from tests.platform.results.reference_export import export_rows, render_export
 
 pytestmark = pytest.mark.django_db
 torch.set_num_threads(1)

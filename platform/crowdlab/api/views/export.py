@@ -29,7 +29,8 @@ class ExportRowSerializer(serializers.Serializer):
     # _declared_fields, which the stubs cannot model (djangorestframework-stubs#158).
     label = serializers.CharField(allow_null=True)  # type: ignore[assignment]
     confidence = serializers.FloatField(allow_null=True)
-    probabilities = serializers.DictField(child=serializers.FloatField(), allow_null=True)
+    # A class the run's probability vector does not cover exports null.
+    probabilities = serializers.DictField(child=serializers.FloatField(allow_null=True), allow_null=True)
     n_annotations = serializers.IntegerField()
     run_id = serializers.IntegerField(allow_null=True, help_text="Null: majority vote (no run covers the item).")
     # A field, not Field.source: DRF's metaclass moves declared fields into
