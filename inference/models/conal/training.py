@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from inference.data import CrowdData
 from inference.models._torch import fit_inputs
-from inference.models.base import ProgressFn, match_ids, report_progress
+from inference.models.base import CrowdModel, ProgressFn, match_ids, report_progress
 from inference.models.conal.network import CoNALNet, softmax
 from inference.models.conal.posterior import choose_tau
 from inference.models.noise import EPS, ds_init, np_softmax
@@ -34,8 +34,60 @@ _MIN_HELD_OUT = 20
 _PROBE_ENOUGH = 1000
 
 
-class CoNALTraining:
+class CoNALTraining(CrowdModel):
     """The fitting methods of ``CoNAL``."""
+
+    # What these methods read from their host, declared for the type checker. Bare
+    # annotations on a plain (non-dataclass) class add no dataclass field and no class
+    # attribute: ``CoNAL``'s fields and ``__post_init__`` still hold every value, and the
+    # MRO (CoNAL, this mixin, CoNALPosterior, CrowdModel) is the one before.
+    epochs: int | None
+    target_steps: int
+    batch_size: int | None
+    lr: float
+    weight_decay: float | None
+    item_embedding_dim: int
+    reg_lambda: float
+    init_method: Literal["ds", "identity"]
+    pretrain_epochs: int | None
+    refine_init: bool
+    holdout: float
+    probe_items: int
+    probe_folds: int
+    warm_epochs: int
+    warm_replay: float
+    warm_lr_scale: float
+    seed: int
+    device: str
+    # Fit state (set in ``CoNAL.__post_init__`` and by the fit).
+    _net: CoNALNet | None
+    _label_scores: np.ndarray | None
+    item_counts_: np.ndarray
+    feature_mean_: np.ndarray | None
+    feature_scale_: np.ndarray | None
+
+    if TYPE_CHECKING:
+        # Defined by the host (``CoNAL``) and by the sibling mixin ``CoNALPosterior``,
+        # which comes AFTER this class in the MRO: a real stub here would shadow its
+        # ``_finalise``, so these exist for the type checker only.
+        def _build_net(
+            self, *, n_items: int, n_features: int, n_annotators: int, n_annotator_features: int, n_classes: int
+        ) -> CoNALNet: ...
+
+        def _finalise(
+            self,
+            data: CrowdData,
+            net: CoNALNet,
+            x_all: torch.Tensor | None,
+            ann_feats: torch.Tensor | None,
+            a_item: np.ndarray,
+            a_ann: np.ndarray,
+            a_lab: np.ndarray,
+            order: np.ndarray,
+            held: np.ndarray,
+            prev: CoNAL | None,
+            tau: float | None,
+        ) -> None: ...
 
     def _probe_label_weight(self, data: CrowdData, progress: ProgressFn | None = None) -> tuple[float, int]:
         """tau from a probe fit with held-out annotations (see the module docstring), on a
@@ -201,7 +253,8 @@ class CoNALTraining:
                         net, x, logits, items_b, t_starts, t_counts, t_ann, t_lab, ann_feats, float(self.reg_lambda)
                     )
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                # What Tensor.backward calls, spelled so: torch leaves Tensor.backward unannotated.
+                torch.autograd.backward(loss)
                 opt.step()
                 epoch_loss += float(loss.detach()) * len(items_b)
                 n_seen += len(items_b)
