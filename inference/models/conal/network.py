@@ -109,7 +109,7 @@ class CoNALNet(nn.Module):
         # a one-hot id (nn.Embedding) or from annotator features.
         self.instance_proj = nn.Linear(in_dim, embedding_dim)
         if n_annotator_features > 0:
-            self.annotator_proj: nn.Module = nn.Linear(n_annotator_features, embedding_dim)
+            self.annotator_proj: nn.Linear | nn.Embedding = nn.Linear(n_annotator_features, embedding_dim)
         else:
             self.annotator_proj = nn.Embedding(n_annotators, embedding_dim)
         self.omega_scale = nn.Parameter(torch.tensor(1.0))

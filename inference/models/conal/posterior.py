@@ -45,6 +45,7 @@ class CoNALPosterior(CrowdModel):
     aggregate: Literal["posterior", "classifier"]
     label_weight_: float
     posterior_probas_: np.ndarray
+    _label_scores: np.ndarray | None
 
     @torch.no_grad()
     def _finalise(

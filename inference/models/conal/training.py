@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import torch
@@ -122,7 +122,7 @@ class CoNALTraining(CrowdModel):
                 annotator_features=data.annotator_features,
             )
         main_epochs = sum(main_schedule)
-        scores = []
+        scores: list[np.ndarray] = []
         done = 0
         n_folds = int(self.probe_folds)
         for k in range(n_folds):
@@ -136,7 +136,7 @@ class CoNALTraining(CrowdModel):
 
             probe._fit(sub, None, probe_progress, None)
             done += probe.n_epochs_
-            if getattr(probe, "_label_scores", None) is not None:
+            if probe._label_scores is not None:  # set (None) by every CoNAL's __post_init__
                 scores.append(probe._label_scores)
                 if sum(sc.shape[1] for sc in scores) >= _PROBE_ENOUGH:
                     break  # enough held-out labels for a stable choice: skip further folds
@@ -337,7 +337,9 @@ class CoNALTraining(CrowdModel):
         p_y = w * p_common + (1.0 - w) * p_indiv
         ce = -torch.log(p_y + EPS).mean()
         # Section 2.1.4: minus lambda * sum_r ||W^g - W^r||_2 keeps the two layers apart.
-        reg = torch.linalg.matrix_norm(net.w_common.unsqueeze(0) - net.w_indiv).sum()
+        reg: torch.Tensor = torch.linalg.matrix_norm(  # torch.linalg is typed as returning Any
+            net.w_common.unsqueeze(0) - net.w_indiv
+        ).sum()
         return ce - reg_lambda * reg
 
     def _holdout_mask(self, a_item: np.ndarray, starts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -428,7 +430,8 @@ class CoNALTraining(CrowdModel):
                 # Classifier: all layers but the output copy as is; output rows by class id.
                 for k in range(4):
                     net.classifier[k].load_state_dict(old.classifier[k].state_dict())
-                out_new, out_old = net.classifier[4], old.classifier[4]
+                # The output layer: CoNALNet builds index 4 as an nn.Linear.
+                out_new, out_old = cast(nn.Linear, net.classifier[4]), cast(nn.Linear, old.classifier[4])
                 if same_classes:
                     out_new.load_state_dict(out_old.state_dict())
                 else:

@@ -71,7 +71,7 @@ class CrowdInGNet(nn.Module):
         # Crowd layer (DL-CL), part of the generator: per-annotator confusion logits.
         self.w_crowd = nn.Parameter(torch.zeros(n_annotators, c, c))
 
-        def annotator_encoder(dim: int) -> nn.Module:
+        def annotator_encoder(dim: int) -> nn.Linear | nn.Embedding:
             # One-hot annotator x W is an embedding lookup; features go through a Linear.
             if n_annotator_features > 0:
                 return nn.Linear(n_annotator_features, dim)

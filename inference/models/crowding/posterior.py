@@ -162,7 +162,8 @@ class CrowdInGPosterior(CrowdModel):
 def softmax_rows(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
+    out: np.ndarray = e / e.sum(1, keepdims=True)  # numpy's stubs type this expression as Any
+    return out
 
 
 def label_posterior(clf: np.ndarray, log_lik: np.ndarray, a_item: np.ndarray) -> np.ndarray:

@@ -259,11 +259,11 @@ class CrowdInGTraining(CrowdModel):
         n_pairs = int(min(self.max_pairs, max(64, round(self.candidate_factor * len(a_item)))))
         for ep in range(n_gd + n_crowd):
             crowding = ep >= n_gd
-            loss = self._adversarial_epoch(
+            nll = self._adversarial_epoch(
                 net, t, n_per_ann, n_pairs, rng, gen, opt_c, opt_g, opt_d, opt_q, crowding=crowding
             )
             epoch += 1
-            self._log(progress, epoch, total, loss)
+            self._log(progress, epoch, total, nll)
 
         net.w_crowd.requires_grad_(True)  # frozen only for the epochs above
         self._net = net
@@ -441,7 +441,9 @@ class CrowdInGTraining(CrowdModel):
             loss = float(self.generator_anchor if crowding else 1.0) * loss
             if crowding and bool(low.any()):
                 idx = torch.nonzero(low).squeeze(1)
-                g = net.generate(x_every[pi[idx]], pr_in[idx], pr[idx], eps[idx], zhat_all[pi[idx]])
+                # eps is None with noise_dim=0 (a generator without noise input).
+                eps_idx = None if eps is None else eps[idx]
+                g = net.generate(x_every[pi[idx]], pr_in[idx], pr[idx], eps_idx, zhat_all[pi[idx]])
                 ratio = (g[torch.arange(len(idx)), y[idx]] / p0[idx]).clamp(max=float(self.ratio_clip))
                 d = delta[idx]
                 base = d.mean() if self.mu is None else float(self.mu)
@@ -470,7 +472,8 @@ class CrowdInGTraining(CrowdModel):
                     loss = float(self.classifier_anchor) * self._anchor_classifier(net, t, batch_items)
                 if len(high) >= 2:
                     zh = net.classify(x_every[pi[high]] if net.item_embedding is None else net.inputs(pi[high], None))
-                    g = net.generate(x_every[pi[high]], pr_in[high], pr[high], eps[high], zh)
+                    eps_high = None if eps is None else eps[high]
+                    g = net.generate(x_every[pi[high]], pr_in[high], pr[high], eps_high, zh)
                     ratio = (g[torch.arange(len(high)), y[high]] / p0[high]).clamp(max=float(self.ratio_clip))
                     d = loss_g_signal[high]
                     base = d.mean() if self.mu is None else float(self.mu)
