@@ -14,7 +14,7 @@ import io
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import numpy as np
 
@@ -277,7 +277,8 @@ class CrowdModel:
             as_stored = tuple(value) if attr in ("items_", "annotators_", "classes_") and value is not None else value
             setattr(model, attr, as_stored)
         model._load_extra_state(payload.get("extra", {}))
-        return model  # type: ignore[return-value]
+        # An M: either target is cls, or cls is CrowdModel itself (the dispatch above).
+        return cast(M, model)
 
 
 def _to_plain(value: Any) -> Any:
