@@ -62,13 +62,15 @@ class TextFeaturizer:
         self.svd_ = TruncatedSVD(n_components=n_comp, random_state=self.seed)
         self.normalizer_ = Normalizer(copy=False)
         dense = self.svd_.fit_transform(tfidf)
-        return self.normalizer_.transform(dense).astype(np.float32)
+        out: np.ndarray = self.normalizer_.transform(dense).astype(np.float32)  # sklearn is untyped
+        return out
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
         if not hasattr(self, "svd_"):
             raise ValueError("TextFeaturizer must be fitted (fit_transform) before transform")
         dense = self.svd_.transform(self.vectorizer_.transform(_check_texts(texts)))
-        return self.normalizer_.transform(dense).astype(np.float32)
+        out: np.ndarray = self.normalizer_.transform(dense).astype(np.float32)  # sklearn is untyped
+        return out
 
 
 def text_features(

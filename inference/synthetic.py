@@ -92,6 +92,7 @@ def common_confusion_matrix(
 
 
 def _activity_weights(n: int, kind: ActivityType, skew: float, rng: np.random.Generator) -> np.ndarray:
+    w: np.ndarray
     if kind == "lognormal":
         w = rng.lognormal(mean=0.0, sigma=skew, size=n)
     elif kind == "zipf":
@@ -102,7 +103,8 @@ def _activity_weights(n: int, kind: ActivityType, skew: float, rng: np.random.Ge
         w = np.ones(n)
     else:
         raise ValueError(f"activity must be one of 'lognormal', 'zipf', 'uniform'; got {kind!r}")
-    return w / w.sum()
+    out: np.ndarray = w / w.sum()  # numpy's stubs type this expression as Any
+    return out
 
 
 def _assign_annotators(n_items: int, k: int, weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -136,7 +138,8 @@ def _assign_annotators(n_items: int, k: int, weights: np.ndarray, rng: np.random
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    out: np.ndarray = 1.0 / (1.0 + np.exp(-x))  # numpy's stubs type this expression as Any
+    return out
 
 
 def _tune_bias(logits: np.ndarray, target: float) -> float:
@@ -241,7 +244,7 @@ def make_synthetic_crowd(
         label_idx=label_idx,
         features=np.ascontiguousarray(x),
     )
-    params = dict(
+    params: dict[str, object] = dict(
         n_items=n_items,
         n_test=n_test,
         n_annotators=n_annotators,

@@ -43,7 +43,7 @@ class _Registry(MutableMapping[str, type[CrowdModel]]):
         module, cls_name = spec
         try:
             mod = importlib.import_module(module)
-            cls = getattr(mod, cls_name)
+            cls: type[CrowdModel] = getattr(mod, cls_name)  # the registry's specs name CrowdModel classes
         except ModuleNotFoundError as exc:
             if exc.name != module:  # the module exists but one of its imports is missing
                 UNAVAILABLE[name] = f"{type(exc).__name__}: {exc}"

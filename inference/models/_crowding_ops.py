@@ -54,7 +54,8 @@ def normalised_adjacency(cooccurrence: np.ndarray) -> np.ndarray:
     a_hat = sym + np.eye(len(a))
     d = a_hat.sum(1)
     inv_sqrt = 1.0 / np.sqrt(d)
-    return inv_sqrt[:, None] * a_hat * inv_sqrt[None, :]
+    out: np.ndarray = inv_sqrt[:, None] * a_hat * inv_sqrt[None, :]  # numpy's stubs type this expression as Any
+    return out
 
 
 def lca_adjacency(data: CrowdData) -> np.ndarray:
@@ -67,7 +68,8 @@ def entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
     p = np.asarray(p, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
-    return -terms.sum(axis=axis)
+    out: np.ndarray = -terms.sum(axis=axis)  # numpy's stubs type this expression as Any
+    return out
 
 
 def select_by_entropy(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -29,8 +29,15 @@ def torch_fit_context(*, num_threads: int, seed: int) -> Iterator[None]:
         torch.set_num_threads(old_threads)
 
 
+class FeatureScaled(Protocol):
+    """A model that keeps the feature scaler it was fitted with (CoNAL, CrowdInG)."""
+
+    feature_mean_: np.ndarray | None
+    feature_scale_: np.ndarray | None
+
+
 def fit_inputs(
-    model: Any, data: CrowdData, prev: Any | None, dev: torch.device
+    model: FeatureScaled, data: CrowdData, prev: FeatureScaled | None, dev: torch.device
 ) -> tuple[torch.Tensor | None, int, torch.Tensor | None]:
     """Standardised item features (N, D) float32 tensor or None, D, and annotator
     features (R, E) tensor or None.

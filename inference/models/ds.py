@@ -91,7 +91,10 @@ class DawidSkene(CrowdModel):
     def _pooled(self, w_t: sp.csr_matrix, post: np.ndarray, r: int, c: int) -> np.ndarray:
         """(C, C) row-stochastic confusion of all annotators pooled (row = true class)."""
         acc = np.asarray(w_t @ post).reshape(r, c, c).sum(axis=0).T + self.smoothing
-        return acc / np.maximum(acc.sum(axis=1, keepdims=True), 1e-300)
+        out: np.ndarray = acc / np.maximum(
+            acc.sum(axis=1, keepdims=True), 1e-300
+        )  # numpy's stubs type this expression as Any
+        return out
 
     def _m_step(
         self, w_t: sp.csr_matrix, post: np.ndarray, r: int, c: int, anchor: np.ndarray

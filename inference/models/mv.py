@@ -17,7 +17,8 @@ __all__ = ["MajorityVote", "class_prior", "confusions_against", "vote_labels"]
 def class_prior(data: CrowdData, smoothing: float = 1.0) -> np.ndarray:
     """(C,) label frequency over all annotations, Laplace-smoothed so no class has zero mass."""
     counts = np.bincount(data.label_idx, minlength=data.n_classes).astype(np.float64) + smoothing
-    return counts / counts.sum()
+    out: np.ndarray = counts / counts.sum()  # numpy's stubs type this expression as Any
+    return out
 
 
 def vote_labels(counts: np.ndarray, prior: np.ndarray) -> np.ndarray:
@@ -28,7 +29,10 @@ def vote_labels(counts: np.ndarray, prior: np.ndarray) -> np.ndarray:
     """
     rank = np.argsort(np.argsort(-prior, kind="stable"), kind="stable")  # 0 = most frequent
     bonus = (len(prior) - rank) / (len(prior) + 1.0)  # in (0, 1): below one vote
-    return np.argmax(counts + bonus[None, :] * 0.5, axis=1).astype(np.int64)
+    out: np.ndarray = np.argmax(counts + bonus[None, :] * 0.5, axis=1).astype(
+        np.int64
+    )  # numpy's stubs type this expression as Any
+    return out
 
 
 def confusions_against(data: CrowdData, truth: np.ndarray, *, smoothing: float = 0.0) -> np.ndarray:

@@ -20,7 +20,10 @@ def shrink_confusions(pi_r: np.ndarray, target: np.ndarray, n_per_ann: np.ndarra
     """Individual confusions (R, C, C) shrunk toward ``target`` (C, C) in proportion to
     each annotator's label count ``n_per_ann`` (R,): (n_r pi^r + k target) / (n_r + k)."""
     nr = np.asarray(n_per_ann, dtype=np.float64)[:, None, None]
-    return (nr * pi_r + k * target[None]) / np.maximum(nr + k, EPS)
+    out: np.ndarray = (nr * pi_r + k * target[None]) / np.maximum(
+        nr + k, EPS
+    )  # numpy's stubs type this expression as Any
+    return out
 
 
 def mixture_likelihood(
@@ -39,7 +42,7 @@ def mixture_likelihood(
     (A, C) buffers instead of six temporaries (fresh 40 MB arrays page-fault on first
     touch)."""
     n_cls = pi_g.shape[0]
-    lik = np.take(pi_g.T.astype(dtype), lab, axis=0)
+    lik: np.ndarray = np.take(pi_g.T.astype(dtype), lab, axis=0)
     r_rows = np.take(pi_r.transpose(0, 2, 1).reshape(-1, n_cls).astype(dtype), ann * n_cls + lab, axis=0)
     lik -= r_rows
     lik *= np.asarray(omega).astype(dtype)[:, None]
@@ -65,7 +68,7 @@ def item_sums(a_item: np.ndarray, values: np.ndarray, n_items: int) -> np.ndarra
 
 def np_softmax(x: np.ndarray, axis: int) -> np.ndarray:
     """Softmax over ``axis`` of a float64 array (rows sum to 1 to machine precision)."""
-    e = x - x.max(axis, keepdims=True)
+    e: np.ndarray = x - x.max(axis, keepdims=True)  # numpy's stubs type this expression as Any
     np.exp(e, out=e)
     e /= e.sum(axis, keepdims=True)
     return e

@@ -339,6 +339,18 @@ def test_dlcl_pretraining_still_runs(crowd: SyntheticCrowd) -> None:
     assert (model.labels_ == crowd.true_labels).mean() > 0.6
 
 
+@pytest.mark.parametrize("t", [1.0, 0.0], ids=["generator-update", "classifier-update"])
+def test_generator_without_noise_input_trains(crowd: SyntheticCrowd, t: float) -> None:
+    # noise_dim=0 is a valid generator (no eps input); the CRM updates used to index its
+    # absent noise (None[idx]) and crash. t=1 sends every sampled pair through the
+    # generator's update, t=0 through the classifier's.
+    model = CrowdInG(seed=0, pretrain="dlcl", noise_dim=0, t=t, **FAST).fit(crowd.data)
+    assert len(model.loss_history_) == model.n_epochs_ == 6 + 1 + 2
+    assert np.all(np.isfinite(model.loss_history_))
+    np.testing.assert_allclose(model.probas_.sum(1), 1.0, atol=1e-9)
+    assert (model.labels_ == crowd.true_labels).mean() > 0.6
+
+
 def test_progress_covers_the_conal_epochs(crowd: SyntheticCrowd) -> None:
     seen: list[tuple[int, int]] = []
     model = CrowdInG(seed=0, **FAST).fit(crowd.data, progress=lambda e, t, _loss: seen.append((e, t)))

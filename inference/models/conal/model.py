@@ -49,7 +49,7 @@ Implementation notes (the *why*):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import numpy as np
 import torch
@@ -217,7 +217,8 @@ class CoNAL(CoNALTraining, CoNALPosterior, CrowdModel):
                 tau, done = self._probe_label_weight(data, progress)
             # Main-fit epochs continue the count after the probes' (one bar, one heartbeat).
             main_progress = None if progress is None else shifted_progress(progress, done)
-            self._fit(data, prev, main_progress, tau)  # type: ignore[arg-type]
+            # _plan_start returns init or None, and init passed _check_init: a CoNAL.
+            self._fit(data, cast(CoNAL | None, prev), main_progress, tau)
         return self
 
     # ------------------------------------------------------------------ prediction

@@ -27,12 +27,12 @@ class _MaskedScale(torch.autograd.Function):
     """x * m with m a constant (no-grad) float mask: saves only m, backward is one multiply."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(m)
         return x * m
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (m,) = ctx.saved_tensors
         return grad * m, None
 
@@ -62,7 +62,9 @@ class ReLUDropout(nn.Module):
         words = torch.randint(-(2**63), 2**63 - 1, ((n + 7) // 8,), dtype=torch.int64, device=x.device)
         keep = words.view(torch.uint8)[:n].view(x.shape) >= self.threshold
         m = (keep & (x > 0)).to(x.dtype).mul_(256.0 / (256 - self.threshold))
-        return _MaskedScale.apply(x, m)
+        # torch leaves Function.apply unannotated (it forwards *args to ``forward``).
+        out: torch.Tensor = _MaskedScale.apply(x, m)  # type: ignore[no-untyped-call]
+        return out
 
 
 class CoNALNet(nn.Module):
@@ -107,7 +109,7 @@ class CoNALNet(nn.Module):
         # a one-hot id (nn.Embedding) or from annotator features.
         self.instance_proj = nn.Linear(in_dim, embedding_dim)
         if n_annotator_features > 0:
-            self.annotator_proj: nn.Module = nn.Linear(n_annotator_features, embedding_dim)
+            self.annotator_proj: nn.Linear | nn.Embedding = nn.Linear(n_annotator_features, embedding_dim)
         else:
             self.annotator_proj = nn.Embedding(n_annotators, embedding_dim)
         self.omega_scale = nn.Parameter(torch.tensor(1.0))
@@ -118,7 +120,9 @@ class CoNALNet(nn.Module):
 
     def inputs(self, item_ids: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
         if self.item_embedding is not None:
-            return self.item_embedding(item_ids)
+            # nn.Module.__call__ is typed as returning Any; an embedding lookup is a Tensor.
+            emb: torch.Tensor = self.item_embedding(item_ids)
+            return emb
         if features is None:
             raise ValueError("this network was built for item features but none were given")
         return features

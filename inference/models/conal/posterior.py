@@ -8,13 +8,14 @@ held-out annotations.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from inference.data import CrowdData
+from inference.models.base import CrowdModel
 from inference.models.conal.network import CoNALNet
 from inference.models.ds import DawidSkene
 from inference.models.noise import (
@@ -34,8 +35,17 @@ __all__ = ["LABEL_WEIGHTS", "CoNALPosterior", "choose_tau", "label_weight_scores
 LABEL_WEIGHTS = (0.0, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0)
 
 
-class CoNALPosterior:
+class CoNALPosterior(CrowdModel):
     """The aggregation methods of ``CoNAL``."""
+
+    # What these methods read from their host and the fitted attributes they set, for the
+    # type checker (bare annotations on a plain class: no dataclass field, no class
+    # attribute; ``CoNAL`` holds the values, see ``CoNALTraining``).
+    shrinkage: float
+    aggregate: Literal["posterior", "classifier"]
+    label_weight_: float
+    posterior_probas_: np.ndarray
+    _label_scores: np.ndarray | None
 
     @torch.no_grad()
     def _finalise(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from inference.data import CrowdData
 from inference.models._torch import fit_inputs
-from inference.models.base import ProgressFn, match_ids, report_progress
+from inference.models.base import CrowdModel, ProgressFn, match_ids, report_progress
 from inference.models.conal.network import CoNALNet, softmax
 from inference.models.conal.posterior import choose_tau
 from inference.models.noise import EPS, ds_init, np_softmax
@@ -34,8 +34,60 @@ _MIN_HELD_OUT = 20
 _PROBE_ENOUGH = 1000
 
 
-class CoNALTraining:
+class CoNALTraining(CrowdModel):
     """The fitting methods of ``CoNAL``."""
+
+    # What these methods read from their host, declared for the type checker. Bare
+    # annotations on a plain (non-dataclass) class add no dataclass field and no class
+    # attribute: ``CoNAL``'s fields and ``__post_init__`` still hold every value, and the
+    # MRO (CoNAL, this mixin, CoNALPosterior, CrowdModel) is the one before.
+    epochs: int | None
+    target_steps: int
+    batch_size: int | None
+    lr: float
+    weight_decay: float | None
+    item_embedding_dim: int
+    reg_lambda: float
+    init_method: Literal["ds", "identity"]
+    pretrain_epochs: int | None
+    refine_init: bool
+    holdout: float
+    probe_items: int
+    probe_folds: int
+    warm_epochs: int
+    warm_replay: float
+    warm_lr_scale: float
+    seed: int
+    device: str
+    # Fit state (set in ``CoNAL.__post_init__`` and by the fit).
+    _net: CoNALNet | None
+    _label_scores: np.ndarray | None
+    item_counts_: np.ndarray
+    feature_mean_: np.ndarray | None
+    feature_scale_: np.ndarray | None
+
+    if TYPE_CHECKING:
+        # Defined by the host (``CoNAL``) and by the sibling mixin ``CoNALPosterior``,
+        # which comes AFTER this class in the MRO: a real stub here would shadow its
+        # ``_finalise``, so these exist for the type checker only.
+        def _build_net(
+            self, *, n_items: int, n_features: int, n_annotators: int, n_annotator_features: int, n_classes: int
+        ) -> CoNALNet: ...
+
+        def _finalise(
+            self,
+            data: CrowdData,
+            net: CoNALNet,
+            x_all: torch.Tensor | None,
+            ann_feats: torch.Tensor | None,
+            a_item: np.ndarray,
+            a_ann: np.ndarray,
+            a_lab: np.ndarray,
+            order: np.ndarray,
+            held: np.ndarray,
+            prev: CoNAL | None,
+            tau: float | None,
+        ) -> None: ...
 
     def _probe_label_weight(self, data: CrowdData, progress: ProgressFn | None = None) -> tuple[float, int]:
         """tau from a probe fit with held-out annotations (see the module docstring), on a
@@ -70,7 +122,7 @@ class CoNALTraining:
                 annotator_features=data.annotator_features,
             )
         main_epochs = sum(main_schedule)
-        scores = []
+        scores: list[np.ndarray] = []
         done = 0
         n_folds = int(self.probe_folds)
         for k in range(n_folds):
@@ -84,7 +136,7 @@ class CoNALTraining:
 
             probe._fit(sub, None, probe_progress, None)
             done += probe.n_epochs_
-            if getattr(probe, "_label_scores", None) is not None:
+            if probe._label_scores is not None:  # set (None) by every CoNAL's __post_init__
                 scores.append(probe._label_scores)
                 if sum(sc.shape[1] for sc in scores) >= _PROBE_ENOUGH:
                     break  # enough held-out labels for a stable choice: skip further folds
@@ -201,7 +253,8 @@ class CoNALTraining:
                         net, x, logits, items_b, t_starts, t_counts, t_ann, t_lab, ann_feats, float(self.reg_lambda)
                     )
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                # What Tensor.backward calls, spelled so: torch leaves Tensor.backward unannotated.
+                torch.autograd.backward(loss)
                 opt.step()
                 epoch_loss += float(loss.detach()) * len(items_b)
                 n_seen += len(items_b)
@@ -284,7 +337,9 @@ class CoNALTraining:
         p_y = w * p_common + (1.0 - w) * p_indiv
         ce = -torch.log(p_y + EPS).mean()
         # Section 2.1.4: minus lambda * sum_r ||W^g - W^r||_2 keeps the two layers apart.
-        reg = torch.linalg.matrix_norm(net.w_common.unsqueeze(0) - net.w_indiv).sum()
+        reg: torch.Tensor = torch.linalg.matrix_norm(  # torch.linalg is typed as returning Any
+            net.w_common.unsqueeze(0) - net.w_indiv
+        ).sum()
         return ce - reg_lambda * reg
 
     def _holdout_mask(self, a_item: np.ndarray, starts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -375,7 +430,8 @@ class CoNALTraining:
                 # Classifier: all layers but the output copy as is; output rows by class id.
                 for k in range(4):
                     net.classifier[k].load_state_dict(old.classifier[k].state_dict())
-                out_new, out_old = net.classifier[4], old.classifier[4]
+                # The output layer: CoNALNet builds index 4 as an nn.Linear.
+                out_new, out_old = cast(nn.Linear, net.classifier[4]), cast(nn.Linear, old.classifier[4])
                 if same_classes:
                     out_new.load_state_dict(out_old.state_dict())
                 else:

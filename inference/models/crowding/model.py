@@ -91,7 +91,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import numpy as np
 import torch
@@ -368,7 +368,8 @@ class CrowdInG(CrowdInGTraining, CrowdInGPosterior, CrowdModel):
     ) -> CrowdInG:
         prev = self._plan_start(init, data, width=None if data.features is None else data.features.shape[1])
         with torch_fit_context(num_threads=self.num_threads, seed=self.seed):
-            self._fit(data, prev, progress)  # type: ignore[arg-type]
+            # _plan_start returns init or None, and init passed _check_init: a CrowdInG.
+            self._fit(data, cast(CrowdInG | None, prev), progress)
         return self
 
     # ------------------------------------------------------------------ prediction

@@ -21,6 +21,16 @@ EPS = 1e-8
 class CrowdInGNet(nn.Module):
     """Classifier, crowd layer + generator, discriminator (bilinear + LCA) and Q."""
 
+    # Buffers (``register_buffer`` in ``__init__``), declared for the type checker, which
+    # otherwise types them through ``nn.Module.__getattr__`` as ``Tensor | Module``. Bare
+    # annotations create no class attribute, so ``register_buffer`` still accepts the names.
+    mix_scale: torch.Tensor
+    mix_bias: torch.Tensor
+    mix_common: torch.Tensor
+    mix_indiv: torch.Tensor
+    use_mixture: torch.Tensor
+    adjacency: torch.Tensor
+
     def __init__(
         self,
         *,
@@ -61,7 +71,7 @@ class CrowdInGNet(nn.Module):
         # Crowd layer (DL-CL), part of the generator: per-annotator confusion logits.
         self.w_crowd = nn.Parameter(torch.zeros(n_annotators, c, c))
 
-        def annotator_encoder(dim: int) -> nn.Module:
+        def annotator_encoder(dim: int) -> nn.Linear | nn.Embedding:
             # One-hot annotator x W is an embedding lookup; features go through a Linear.
             if n_annotator_features > 0:
                 return nn.Linear(n_annotator_features, dim)
@@ -118,7 +128,9 @@ class CrowdInGNet(nn.Module):
     # -------------------------------------------------------------- pieces
     def inputs(self, item_ids: torch.Tensor, x_all: torch.Tensor | None) -> torch.Tensor:
         if self.item_embedding is not None:
-            return self.item_embedding(item_ids)
+            # nn.Module.__call__ is typed as returning Any; an embedding lookup is a Tensor.
+            emb: torch.Tensor = self.item_embedding(item_ids)
+            return emb
         assert x_all is not None  # guarded by CrowdInG.fit
         return x_all[item_ids]
 

@@ -7,11 +7,14 @@ annotations for items with few human labels.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 
 from inference.data import CrowdData
 from inference.models._crowding_ops import entropy, select_by_entropy
+from inference.models.base import CrowdModel
 from inference.models.crowding.network import EPS, CrowdInGNet
 from inference.models.crowding.training import FitTensors
 from inference.models.noise import item_sums, shrink_confusions
@@ -19,8 +22,29 @@ from inference.models.noise import item_sums, shrink_confusions
 __all__ = ["CrowdInGPosterior", "fit_temperature", "label_posterior", "softmax_rows"]
 
 
-class CrowdInGPosterior:
+class CrowdInGPosterior(CrowdModel):
     """The aggregation and generation methods of ``CrowdInG``."""
+
+    # What these methods read from their host and the fitted attributes they set, for the
+    # type checker (bare annotations on a plain class: no dataclass field, no class
+    # attribute; ``CrowdInG`` holds the values, see ``CrowdInGTraining``).
+    shrinkage: float
+    calibrate: bool
+    noise_dim: int
+    aggregate: Literal["posterior", "generator", "classifier"]
+    k: int
+    generate_candidates: int
+    _tau: float | None
+    _noise_tables: tuple[np.ndarray, np.ndarray] | None
+    item_counts_: np.ndarray
+    temperature_: float
+    label_weight_: float
+    posterior_probas_: np.ndarray
+    generator_posterior_probas_: np.ndarray
+    generated_item_idx_: np.ndarray
+    generated_annotator_idx_: np.ndarray
+    generated_label_idx_: np.ndarray
+    generated_probability_: np.ndarray
 
     @torch.no_grad()
     def _finalise(
@@ -138,7 +162,8 @@ class CrowdInGPosterior:
 def softmax_rows(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
+    out: np.ndarray = e / e.sum(1, keepdims=True)  # numpy's stubs type this expression as Any
+    return out
 
 
 def label_posterior(clf: np.ndarray, log_lik: np.ndarray, a_item: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from inference.models._crowding_ops import (
     select_by_entropy,
 )
 from inference.models._torch import fit_inputs
-from inference.models.base import ProgressFn, match_ids, report_progress
+from inference.models.base import CrowdModel, ProgressFn, match_ids, report_progress
 from inference.models.conal import CoNAL
 from inference.models.conal.training import weight_decay_rule
 from inference.models.crowding.network import EPS, CrowdInGNet
@@ -42,8 +42,84 @@ if TYPE_CHECKING:  # the mixin's host class, which imports this module
 __all__ = ["CrowdInGTraining", "FitTensors", "repeat_share"]
 
 
-class CrowdInGTraining:
+class CrowdInGTraining(CrowdModel):
     """The fitting methods of ``CrowdInG``."""
+
+    # What these methods read from their host, declared for the type checker. Bare
+    # annotations on a plain (non-dataclass) class add no dataclass field and no class
+    # attribute: ``CrowdInG``'s fields and ``__post_init__`` still hold every value, and
+    # the MRO (CrowdInG, this mixin, CrowdInGPosterior, CrowdModel) is the one before.
+    pretrain: Literal["conal", "dlcl"]
+    pretrain_epochs: int | None
+    pretrain_steps: int
+    soft_epochs: float
+    gd_pretrain_epochs: int
+    crowding_epochs: int
+    inner_steps: int
+    batch_size: int | None
+    lr: float
+    lr_classifier: float
+    lr_generator: float
+    lr_discriminator: float
+    lr_crowd_layer: float
+    weight_decay: float | None
+    label_weight: float | None
+    hidden: int
+    dropout: float
+    item_embedding_dim: int
+    omega_dim: int
+    noise_dim: int
+    lca: bool
+    reg_lambda: float
+    t: float
+    mu: float | None
+    ratio_clip: float
+    disc_l2: float
+    classifier_anchor: float
+    generator_anchor: float
+    candidate_factor: float
+    max_pairs: int
+    shrinkage: float
+    warm_pretrain_epochs: int
+    warm_crowding_epochs: int
+    warm_lr_scale: float
+    seed: int
+    device: str
+    num_threads: int
+    # Fit state (set in ``CrowdInG.__post_init__`` and by the fit).
+    _net: CrowdInGNet | None
+    _tau: float | None
+    _noise_tables: tuple[np.ndarray, np.ndarray] | None
+    _progress_offset: int
+    item_counts_: np.ndarray
+    lca_adjacency_: np.ndarray
+    feature_mean_: np.ndarray | None
+    feature_scale_: np.ndarray | None
+
+    if TYPE_CHECKING:
+        # Defined by the host (``CrowdInG``) and by the sibling mixin ``CrowdInGPosterior``,
+        # which comes AFTER this class in the MRO: a real stub here would shadow its
+        # ``_finalise``, so these exist for the type checker only.
+        def _build_net(
+            self,
+            *,
+            n_items: int,
+            n_features: int,
+            n_annotators: int,
+            n_annotator_features: int,
+            n_classes: int,
+            adjacency: np.ndarray,
+        ) -> CrowdInGNet: ...
+
+        def _finalise(
+            self,
+            data: CrowdData,
+            net: CrowdInGNet,
+            t: FitTensors,
+            n_per_ann: np.ndarray,
+            rng: np.random.Generator,
+            gen: torch.Generator,
+        ) -> None: ...
 
     def _fit(self, data: CrowdData, prev: CrowdInG | None, progress: ProgressFn | None) -> None:
         t0 = self._start_fit(data)
@@ -85,7 +161,7 @@ class CrowdInGTraining:
         self._noise_tables = None
         # tau of the posterior: given, else CoNAL's held-out choice (set by the
         # pre-training), else the previous fit's on a warm refit, else None (1 + calibration).
-        self._tau: float | None = None if self.label_weight is None else float(self.label_weight)
+        self._tau = None if self.label_weight is None else float(self.label_weight)
         self._progress_offset = 0
         if self._tau is None and prev is not None and warm:
             self._tau = getattr(prev, "label_weight_", None)
@@ -154,7 +230,8 @@ class CrowdInGTraining:
                     zhat = torch.softmax(logits, 1)[local]
                     loss = -torch.log(net.crowd_probs(zhat, t.a_ann[pos], t.a_lab[pos]) + EPS).mean()
                 opt_pre.zero_grad(set_to_none=True)
-                loss.backward()
+                # What Tensor.backward calls, spelled so: torch leaves Tensor.backward unannotated.
+                torch.autograd.backward(loss)
                 opt_pre.step()
                 tot_loss += float(loss.detach()) * len(items_b)
                 seen += len(items_b)
@@ -182,11 +259,11 @@ class CrowdInGTraining:
         n_pairs = int(min(self.max_pairs, max(64, round(self.candidate_factor * len(a_item)))))
         for ep in range(n_gd + n_crowd):
             crowding = ep >= n_gd
-            loss = self._adversarial_epoch(
+            nll = self._adversarial_epoch(
                 net, t, n_per_ann, n_pairs, rng, gen, opt_c, opt_g, opt_d, opt_q, crowding=crowding
             )
             epoch += 1
-            self._log(progress, epoch, total, loss)
+            self._log(progress, epoch, total, nll)
 
         net.w_crowd.requires_grad_(True)  # frozen only for the epochs above
         self._net = net
@@ -337,14 +414,14 @@ class CrowdInGTraining:
             logit = logits_all[torch.arange(len(labels)), labels]
             loss_d = F.binary_cross_entropy_with_logits(logit, target) + float(self.disc_l2) * logits_all.pow(2).mean()
             opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
+            torch.autograd.backward(loss_d)
             opt_d.step()
             if len(si):
                 us, vs = u[len(ri) :], v[len(ri) :]
                 logq = net.q_log_probs(us, vs, sy)
                 loss_q = -(zhat_all[si] * logq).sum(1).mean()
                 opt_q.zero_grad(set_to_none=True)
-                loss_q.backward()
+                torch.autograd.backward(loss_q)
                 opt_q.step()
 
         # --- losses of the logged annotations with D and Q fixed
@@ -364,13 +441,15 @@ class CrowdInGTraining:
             loss = float(self.generator_anchor if crowding else 1.0) * loss
             if crowding and bool(low.any()):
                 idx = torch.nonzero(low).squeeze(1)
-                g = net.generate(x_every[pi[idx]], pr_in[idx], pr[idx], eps[idx], zhat_all[pi[idx]])
+                # eps is None with noise_dim=0 (a generator without noise input).
+                eps_idx = None if eps is None else eps[idx]
+                g = net.generate(x_every[pi[idx]], pr_in[idx], pr[idx], eps_idx, zhat_all[pi[idx]])
                 ratio = (g[torch.arange(len(idx)), y[idx]] / p0[idx]).clamp(max=float(self.ratio_clip))
                 d = delta[idx]
                 base = d.mean() if self.mu is None else float(self.mu)
                 loss = loss + ((d - base) * ratio).mean()
             opt_g.zero_grad(set_to_none=True)
-            loss.backward()
+            torch.autograd.backward(loss)
             opt_g.step()
 
         # --- classifier: Eq. (2.13) on the other items with the updated generator (+ anchor)
@@ -393,7 +472,8 @@ class CrowdInGTraining:
                     loss = float(self.classifier_anchor) * self._anchor_classifier(net, t, batch_items)
                 if len(high) >= 2:
                     zh = net.classify(x_every[pi[high]] if net.item_embedding is None else net.inputs(pi[high], None))
-                    g = net.generate(x_every[pi[high]], pr_in[high], pr[high], eps[high], zh)
+                    eps_high = None if eps is None else eps[high]
+                    g = net.generate(x_every[pi[high]], pr_in[high], pr[high], eps_high, zh)
                     ratio = (g[torch.arange(len(high)), y[high]] / p0[high]).clamp(max=float(self.ratio_clip))
                     d = loss_g_signal[high]
                     base = d.mean() if self.mu is None else float(self.mu)
@@ -401,7 +481,7 @@ class CrowdInGTraining:
                 if loss.requires_grad:
                     opt_c.zero_grad(set_to_none=True)
                     opt_g.zero_grad(set_to_none=True)
-                    loss.backward()
+                    torch.autograd.backward(loss)
                     opt_c.step()  # the generator is fixed here: only C steps
         return nll_value
 
