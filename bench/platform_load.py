@@ -85,8 +85,11 @@ def run_manage(env: dict[str, str], *args: str) -> None:
     subprocess.run([PY, "manage.py", *args], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
-def seed(url: str) -> None:
-    """Everything in SQL on the server: ~1M annotations in well under a minute."""
+def seed(url: str, env: dict[str, str]) -> None:
+    """Everything in SQL on the server: ~1M annotations in well under a minute.
+
+    ``env`` is the bench's environment (DEBUG off, a throwaway SECRET_KEY, its own
+    broker): the ORM step below loads the settings, which refuse to start without a key."""
     t0 = time.perf_counter()
     with psycopg.connect(url, autocommit=False) as conn:
         cur = conn.cursor()
@@ -177,11 +180,11 @@ def seed(url: str) -> None:
     # trigger counts only newer annotations). Through the ORM so that columns
     # the results app adds later get their defaults.
     run_manage(
-        {**os.environ, "DATABASE_URL": url},
+        env,
         "shell",
         "-c",
-        "from django.db.models import Max; from projects.models import Project; "
-        "from results.models import InferenceRun; "
+        "from django.db.models import Max; from crowdlab.projects.models import Project; "
+        "from crowdlab.results.models import InferenceRun; "
         f"p = Project.objects.get(name={PROJECT_NAME!r}); "
         "InferenceRun.objects.create(project=p, model='ds', status='published', "
         "snapshot_annotation_id=p.annotations.aggregate(m=Max('id'))['m'], n_annotations=p.annotations.count())",
@@ -674,7 +677,7 @@ def main() -> None:
     }
     ensure_database(base_url, args.db, drop=args.reseed)
     run_manage(env, "migrate", "--noinput")
-    seed(url)
+    seed(url, env)
     project_id = project_id_of(url)
     with psycopg.connect(url) as conn:
         n = conn.execute("SELECT count(*) FROM labelling_annotation").fetchone()[0]
