@@ -18,9 +18,10 @@ import importlib.util
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "AUTO",
@@ -168,6 +169,8 @@ class SentenceEmbedder:
 
     def encode(self, texts: Sequence[str], *, progress: EmbeddingProgress | None = None) -> np.ndarray:
         """(N, dim) float32, unit-length rows; ``progress(done, total)`` after each batch."""
+        import numpy as np  # here, not at the top: the settings import this module
+
         docs = [t if isinstance(t, str) else "" for t in texts]
         model = self._load()
         total = len(docs)

@@ -68,13 +68,17 @@ class TextFeaturizer:
         self.svd_ = TruncatedSVD(n_components=n_comp, random_state=self.seed)
         self.normalizer_ = Normalizer(copy=False)
         dense = self.svd_.fit_transform(tfidf)
-        return self.normalizer_.transform(dense).astype(np.float32)
+        # scikit-learn is untyped: name the array type for the strict mypy of inference/.
+        out: np.ndarray = np.asarray(self.normalizer_.transform(dense), dtype=np.float32)
+        return out
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
         if not hasattr(self, "svd_"):
             raise ValueError("TextFeaturizer must be fitted (fit_transform) before transform")
         dense = self.svd_.transform(self.vectorizer_.transform(_check_texts(texts)))
-        return self.normalizer_.transform(dense).astype(np.float32)
+        # scikit-learn is untyped: name the array type for the strict mypy of inference/.
+        out: np.ndarray = np.asarray(self.normalizer_.transform(dense), dtype=np.float32)
+        return out
 
 
 def text_features(
