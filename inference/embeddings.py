@@ -162,7 +162,10 @@ class SentenceEmbedder:
 
     @property
     def dimension(self) -> int:
-        dim = self._load().get_sentence_embedding_dimension()
+        model = self._load()
+        # Renamed in sentence-transformers 5.x; the old name still works but warns.
+        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        dim = getter()
         if not isinstance(dim, int):
             raise ValueError(f"text model {self.model!r} does not say its embedding dimension")
         return dim
