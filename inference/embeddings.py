@@ -105,7 +105,7 @@ def resolve_text_model(value: str | None, *, available: bool | None = None) -> s
     ``None``/"auto" falls back to TF-IDF when sentence-transformers is not installed;
     an explicit model without it raises ``ValueError`` (install ``crowdlab[text]``).
     """
-    value = check_text_model(value or AUTO)
+    value = check_text_model(AUTO if value is None else value)
     installed = sentence_transformers_available() if available is None else available
     if value == AUTO:
         return default_text_model() if installed else TFIDF
