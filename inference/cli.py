@@ -6,7 +6,9 @@ Inputs
   A.csv      header ``item,annotator,label`` (or crowd-kit's ``task,worker,label``)
   F.npy+I.txt  dense features, row k belongs to line k of I.txt
   F.csv      ``item`` column followed by numeric columns
-  T.csv      ``item,text``; turned into features with TF-IDF + TruncatedSVD
+  T.csv      ``item,text``; turned into features by ``--text-model``: sentence embeddings
+             (the extra ``crowdlab[text]``; default all-MiniLM-L6-v2) or ``tfidf``
+             (TF-IDF + TruncatedSVD, the fallback without the extra)
   G.csv      ``item,label`` gold labels, only used to print the accuracy
 Outputs (in DIR)
   labels.csv       ``item,label,confidence,p:<class>...`` for every item
@@ -139,9 +141,24 @@ def _read_lines(path: Path, what: str) -> list[str]:
 
 
 def load_features(
-    *, features: Path | None, items: Path | None, texts: Path | None, seed: int, standardise_numeric: bool = True
+    *,
+    features: Path | None,
+    items: Path | None,
+    texts: Path | None,
+    seed: int,
+    standardise_numeric: bool = True,
+    text_model: str | None = None,
+    described: dict[str, Any] | None = None,
 ) -> tuple[list[str] | None, np.ndarray | None]:
-    """(item ids, feature matrix) from one of the three feature inputs, or (None, None)."""
+    """(item ids, feature matrix) from one of the three feature inputs, or (None, None).
+
+    ``described``, when given, receives what the features were made with
+    (``kind``, and ``featurizer`` for texts) for run.json.
+    """
+    info: dict[str, Any] = described if described is not None else {}
+    info["kind"] = "none"
+    if text_model is not None and texts is None:
+        raise CliError("--text-model only goes with --texts")
     if texts is not None:
         if features is not None:
             raise CliError("use either --features or --texts, not both")
@@ -153,9 +170,18 @@ def load_features(
         if any(not i for i in ids):
             raise CliError(f"texts file {str(texts)!r} has a row without an item id")
         docs = [row[ct] if len(row) > ct else "" for row in rows]
-        from inference.features import text_features  # sklearn only when needed
+        from inference.embeddings import TFIDF, resolve_text_model  # light: no torch
+        from inference.features import featurize_texts  # sklearn (and torch) only when needed
 
-        return ids, text_features(docs, seed=seed)
+        try:
+            resolved = resolve_text_model(text_model)
+        except ValueError as exc:
+            raise CliError(f"--text-model: {exc}") from exc
+        if resolved == TFIDF and text_model in (None, "auto"):
+            print("texts: sentence-transformers is not installed; using TF-IDF + SVD", file=sys.stderr)
+        matrix, name = featurize_texts(docs, model=resolved, seed=seed, progress=_EmbeddingLines())
+        info.update(kind="text", featurizer=name)
+        return ids, matrix
     if features is None:
         if items is not None:
             raise CliError("--items only goes with --features F.npy")
@@ -214,7 +240,23 @@ def load_features(
         from inference.features import standardise
 
         matrix, _ = standardise(matrix)
+    info["kind"] = "numeric"
     return ids, np.asarray(matrix, dtype=np.float32)
+
+
+class _EmbeddingLines:
+    """Embedding progress as plain stderr lines (about every 10 %): it takes minutes,
+    and unlike a tqdm bar the lines also show in logs and non-terminal runs."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self._next = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        if done >= total or done / total >= self._next:
+            elapsed = time.perf_counter() - self.started
+            print(f"embedding texts: {done}/{total} ({elapsed:.0f} s)", file=sys.stderr, flush=True)
+            self._next = done / total + 0.1
 
 
 def _is_float(v: str) -> bool:
@@ -293,9 +335,12 @@ def _write_outputs(out: Path, model: CrowdModel, data: CrowdData) -> None:
         writer(out, data)
 
 
-def _run_info(model: CrowdModel, data: CrowdData, seconds: float, accuracy: dict[str, Any] | None) -> dict[str, Any]:
+def _run_info(
+    model: CrowdModel, data: CrowdData, seconds: float, accuracy: dict[str, Any] | None, features: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "model": model.name,
+        "features": features,
         "params": {k: v for k, v in model.get_params().items() if _jsonable(v)},
         "seconds": round(seconds, 4),
         "fit_seconds": round(float(model.fit_seconds_), 4),
@@ -334,6 +379,11 @@ def _build_parser() -> _Parser:
     fit.add_argument("--features", type=Path, help="F.npy (with --items) or F.csv (item + numeric columns)")
     fit.add_argument("--items", type=Path, help="I.txt: item id of each row of F.npy")
     fit.add_argument("--texts", type=Path, help="T.csv: item,text")
+    fit.add_argument(
+        "--text-model",
+        help="featurizer of --texts: 'auto' (default: all-MiniLM-L6-v2 with crowdlab[text], else TF-IDF), "
+        "'tfidf', a sentence-transformers model folder or hub name",
+    )
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--epochs", type=int, default=None, help="epochs / iterations, when the model has them")
     fit.add_argument("--gold", type=Path, help="G.csv: item,label; prints the accuracy")
@@ -351,12 +401,15 @@ def _fit(args: argparse.Namespace) -> int:
         raise CliError(f"unknown model {args.model!r}; allowed: {', '.join(MODELS.names())}")
     params = _model_params(cls, seed=args.seed, epochs=args.epochs, extra=args.param)
     items, anns, labels = read_annotations(args.annotations)
+    described: dict[str, Any] = {}
     feat_ids, feats = load_features(
         features=args.features,
         items=args.items,
         texts=args.texts,
         seed=args.seed,
         standardise_numeric=not args.no_standardise,
+        text_model=args.text_model,
+        described=described,
     )
     item_order: list[str] | None = None
     if feat_ids is not None:
@@ -388,7 +441,7 @@ def _fit(args: argparse.Namespace) -> int:
             line += f"; classifier: {cacc:.4f}"
         print(line)
     _write_outputs(args.out, model, data)
-    info = _run_info(model, data, time.perf_counter() - started, accuracy)
+    info = _run_info(model, data, time.perf_counter() - started, accuracy, described)
     (args.out / "run.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
     return 0
 

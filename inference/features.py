@@ -1,5 +1,9 @@
 """Feature builders the platform and the CLI call: numeric standardisation and text → dense features.
 
+Text goes through a sentence-transformers model when the extra ``crowdlab[text]``
+is installed (``inference.embeddings``), else through TF-IDF + TruncatedSVD
+(:func:`featurize_texts` picks and says which).
+
 Everything goes through scikit-learn so the transforms are standard, reproducible
 (``seed``) and can be re-applied to new items with the returned fitted objects.
 """
@@ -14,7 +18,9 @@ from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import Normalizer, StandardScaler
 
-__all__ = ["TextFeaturizer", "standardise", "standardise_numeric", "text_features"]
+from inference.embeddings import TFIDF, EmbeddingProgress, SentenceEmbedder, describe_text_model, resolve_text_model
+
+__all__ = ["TextFeaturizer", "featurize_texts", "standardise", "standardise_numeric", "text_features"]
 
 
 def standardise(X: np.ndarray) -> tuple[np.ndarray, StandardScaler]:
@@ -85,6 +91,27 @@ def text_features(
     if n_components < 1:
         raise ValueError(f"n_components must be >= 1, got {n_components}")
     return TextFeaturizer(n_components=n_components, seed=seed).fit_transform(texts)
+
+
+def featurize_texts(
+    texts: Sequence[str],
+    *,
+    model: str | None = None,
+    seed: int = 0,
+    n_components: int = 128,
+    progress: EmbeddingProgress | None = None,
+) -> tuple[np.ndarray, str]:
+    """(features, featurizer name) for raw texts: sentence embeddings or TF-IDF + SVD.
+
+    ``model`` is what ``inference.embeddings.resolve_text_model`` accepts; with
+    ``None``/"auto" and no sentence-transformers installed this is TF-IDF.
+    ``n_components`` and ``seed`` only concern TF-IDF (embeddings are deterministic).
+    """
+    resolved = resolve_text_model(model)
+    if resolved == TFIDF:
+        return text_features(texts, n_components=n_components, seed=seed), describe_text_model(TFIDF)
+    embedder = SentenceEmbedder(resolved)
+    return embedder.encode(_check_texts(texts), progress=progress), embedder.name
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:

@@ -12,6 +12,8 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
+from inference.embeddings import resolve_text_model
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -158,3 +160,16 @@ def env_proxy_ssl_header(name: str) -> tuple[str, str] | None:
             "be https), or 'Header-Name: value'."
         )
     return "HTTP_" + header.upper().replace("-", "_"), expected
+
+
+def env_text_model(name: str) -> str:
+    """The text featurizer: "tfidf" or a sentence-transformers model folder / hub name.
+
+    Unset or "auto": the packaged all-MiniLM-L6-v2 (or its hub name) when the extra
+    ``crowdlab[text]`` is installed, else "tfidf". A model named explicitly without
+    the extra, a missing folder or a malformed name fails here, at start-up.
+    """
+    try:
+        return resolve_text_model(os.environ.get(name))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None

@@ -22,6 +22,7 @@ from .env import (
     env_proxy_ssl_header,
     env_secret_key,
     env_str,
+    env_text_model,
 )
 from .home import PACKAGE_DIR, SOURCE_ROOT, crowdlab_home
 
@@ -176,6 +177,12 @@ JSON_MAX_DEPTH = env_int("JSON_MAX_DEPTH", 64, minimum=2, maximum=500)
 # An item's ``text`` (characters) and its ``data`` (bytes of UTF-8 JSON).
 ITEM_TEXT_MAX_LENGTH = env_int("ITEM_TEXT_MAX_LENGTH", 1_000_000, minimum=1)
 ITEM_DATA_MAX_BYTES = env_int("ITEM_DATA_MAX_BYTES", 1_000_000, minimum=2)
+# How text items get features (README, "Text items"): a sentence-transformers
+# model (a folder or a hub name) or "tfidf". Unset: the packaged all-MiniLM-L6-v2
+# with the extra crowdlab[text], TF-IDF + SVD without it.
+TEXT_EMBEDDING_MODEL = env_text_model("TEXT_EMBEDDING_MODEL")
+# Texts embedded per batch (and per committed write) by the embedding task.
+TEXT_EMBEDDING_BATCH = env_int("TEXT_EMBEDDING_BATCH", 256, minimum=1, maximum=10_000)
 # Values in an item's ``features`` vector.
 ITEM_FEATURES_MAX_LENGTH = env_int("ITEM_FEATURES_MAX_LENGTH", 10_000, minimum=1)
 # A project's markdown ``instructions`` (characters), rendered on every labelling page.

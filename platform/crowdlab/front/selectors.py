@@ -312,6 +312,7 @@ def run_history(*, project: Project) -> dict[str, Any]:
             "n_annotations",
             "fit_mode",
             "fit_reason",
+            "features",
             "warm_start_from",
             "cold_refit",
             "trigger",

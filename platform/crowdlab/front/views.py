@@ -39,7 +39,7 @@ from crowdlab.labelling.services import (
     next_task,
     validate_label,
 )
-from crowdlab.live.triggers import new_annotations_count, request_run
+from crowdlab.live.triggers import embed_items_on_commit, new_annotations_count, request_run
 from crowdlab.projects.images import ImageRejected, image_type_of
 from crowdlab.projects.importing import ImportValidationError, items_import
 from crowdlab.projects.models import Item, ItemKind, Project
@@ -423,6 +423,7 @@ def project_upload(request: HttpRequest, project_id: int) -> HttpResponse:
         except ImportValidationError as error:
             import_errors = error.as_dict()
         else:
+            embed_items_on_commit(project.pk)
             messages.success(request, f"Imported {result.created} items.")
             return redirect("front:project", project_id=project.pk)
     return render(

@@ -21,6 +21,9 @@ from django.db import connection, transaction
 from crowdlab.results.models import LabelSource
 from crowdlab.results.services import ConfusionRow, GeneratedRow, LabelRow, RunResults
 from inference import CrowdData
+from inference.embeddings import TFIDF, describe_text_model
+
+from .embedding import embedding_model_name
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ class Snapshot:
     gold_idx: np.ndarray  # (N,) int64 class index of the gold label, -1 where none
     snapshot_annotation_id: int
     feature_kind: str  # "numeric", "text" or "none"
+    featurizer: str = ""  # text only: the embedding model's name, or "tfidf-svd"
 
 
 class SnapshotDataError(ValueError):
@@ -150,9 +154,9 @@ def _read_snapshot(project_id: int, with_features: bool) -> Snapshot:
         gold_idx = np.asarray([class_pos.get(r[1], -1) if r[1] else -1 for r in item_rows], dtype=np.int64)
         has_numeric = np.fromiter((bool(r[2]) for r in item_rows), dtype=bool, count=len(item_rows))
         if with_features:
-            features, kind = _features(cursor, project_id, item_pks, has_numeric)
+            features, kind, featurizer = _features(cursor, project_id, item_pks, has_numeric)
         else:
-            features, kind = None, "none"
+            features, kind, featurizer = None, "none", ""
 
     n_labelled = int((np.bincount(item_idx, minlength=len(item_pks)) > 0).sum())
     n_classes_used = len(np.unique(label_idx))
@@ -181,13 +185,18 @@ def _read_snapshot(project_id: int, with_features: bool) -> Snapshot:
         gold_idx=gold_idx,
         snapshot_annotation_id=snapshot_id,
         feature_kind=kind,
+        featurizer=featurizer,
     )
 
 
 def _features(
     cursor: Any, project_id: int, item_pks: np.ndarray, has_numeric: np.ndarray
-) -> tuple[np.ndarray | None, str]:
-    """Numeric vectors when every item has one; else text features; else none."""
+) -> tuple[np.ndarray | None, str, str]:
+    """(matrix, kind, featurizer): numeric vectors when every item has one; else text features; else none.
+
+    Text features are the stored sentence embeddings (``live.embedding``; never
+    computed here) or, with ``TEXT_EMBEDDING_MODEL=tfidf``, TF-IDF + SVD.
+    """
     if len(item_pks) and has_numeric.all():
         # Flat text of all vectors ("1.0, 2.5, ...") split and parsed by numpy:
         # JSON decoding 30k lists in Python costs seconds on a busy machine.
@@ -208,7 +217,7 @@ def _features(
         cached = _FEATURE_CACHE.get(numeric_key)
         if cached is not None:
             _FEATURE_CACHE.move_to_end(numeric_key)
-            return cached.copy(), "numeric"  # a copy: a model may transform it in place
+            return cached.copy(), "numeric", ""  # a copy: a model may transform it in place
         flat = ""
         if min_len is not None and min_len == max_len and min_len > 0:
             cursor.execute(f"SELECT {flat_sql} FROM projects_item WHERE project_id = %s", [project_id])
@@ -231,31 +240,63 @@ def _features(
             standardised, _scaler = standardise_numeric(matrix)
             result = np.asarray(standardised, dtype=np.float32)
             _remember(numeric_key, result.copy())
-            return result, "numeric"
+            return result, "numeric", ""
         lengths = sorted({min_len, max_len})
         logger.warning(
             "project %s: item feature vectors have different lengths %s; ignoring them", project_id, sorted(lengths)
         )
 
+    name = embedding_model_name()
+    if name is not None:
+        stored = _stored_embeddings(cursor, project_id, name, len(item_pks))
+        return (stored, "text", name) if stored is not None else (None, "none", "")
+
+    tfidf = describe_text_model(TFIDF)
     key = (project_id, hashlib.sha1(item_pks.tobytes()).hexdigest())
     cached = _FEATURE_CACHE.get(key)
     if cached is not None:
         _FEATURE_CACHE.move_to_end(key)
-        return cached.copy(), "text"
+        return cached.copy(), "text", tfidf
     cursor.execute("SELECT COALESCE(text, '') FROM projects_item WHERE project_id = %s ORDER BY id", [project_id])
     texts = [r[0] for r in cursor.fetchall()]
     if sum(1 for t in texts if t.strip()) < 2:
-        return None, "none"
-    try:
-        # Imported here for the same reason as standardise_numeric (scikit-learn).
-        from inference.features import text_features
-    except ImportError:
-        logger.warning("inference.features.text_features is not available; fitting without item features")
-        return None, "none"
+        return None, "none", ""
+    # Imported here for the same reason as standardise_numeric (scikit-learn).
+    from inference.features import text_features
+
     dim = max(2, min(TEXT_FEATURE_DIM, len(texts) - 1))
     matrix = np.asarray(text_features(texts, dim=dim), dtype=np.float32)
     _remember(key, matrix.copy())
-    return matrix, "text"
+    return matrix, "text", tfidf
+
+
+def _stored_embeddings(cursor: Any, project_id: int, model_name: str, n_items: int) -> np.ndarray | None:
+    """(N, dim) stored vectors in item order; zeros for items without one, None if no item has one.
+
+    An item without a vector has no text, or arrived after the run embedded the
+    missing ones (``live.embedding.embed_missing_items``); the next run has it.
+    """
+    cursor.execute(
+        "SELECT e.vector FROM projects_item i LEFT JOIN live_itemembedding e ON e.item_id = i.id AND e.model = %s "
+        "WHERE i.project_id = %s ORDER BY i.id",
+        [model_name, project_id],
+    )
+    vectors = [None if row[0] is None else bytes(row[0]) for row in cursor.fetchall()]
+    if len(vectors) != n_items:
+        raise ValueError(f"read {len(vectors)} item embeddings where {n_items} items were expected")
+    present = [v for v in vectors if v is not None]
+    if len(present) < 2:
+        return None
+    dim = len(present[0]) // 4
+    if any(len(v) != 4 * dim for v in present):
+        raise ValueError(f"stored embeddings under {model_name!r} have different lengths")
+    matrix = np.zeros((n_items, dim), dtype=np.float32)
+    rows = np.fromiter((k for k, v in enumerate(vectors) if v is not None), dtype=np.int64)
+    matrix[rows] = np.frombuffer(b"".join(present), dtype="<f4").reshape(len(present), dim)
+    missing = n_items - len(present)
+    if missing:
+        logger.info("project %s: %d item(s) without an embedding get zero features this run", project_id, missing)
+    return matrix
 
 
 def _remember(key: tuple[int, str], matrix: np.ndarray) -> None:
@@ -360,6 +401,7 @@ def build_results(
         metrics["gold_accuracy"] = float((out_labels[gold_mask] == snapshot.gold_idx[gold_mask]).mean())
         metrics["n_gold"] = int(gold_mask.sum())
     metrics["feature_kind"] = snapshot.feature_kind
+    features = snapshot.feature_kind if not snapshot.featurizer else f"{snapshot.feature_kind}: {snapshot.featurizer}"
     metrics["n_epochs"] = int(getattr(model, "n_epochs_", 0) or 0)
 
     generated_rows = build_generated_rows(snapshot=snapshot, model=model)
@@ -386,6 +428,7 @@ def build_results(
         timings=timings,
         warm_start_from_id=warm_start_from_id,
         generated=generated_rows,
+        features=features,
     )
 
 

@@ -39,6 +39,7 @@ from inference import make_model
 from inference.models import MODELS
 
 from . import adapter
+from .embedding import embed_missing_items
 from .triggers import notify_new_annotations
 
 logger = logging.getLogger(__name__)
@@ -250,7 +251,15 @@ def _execute_claimed(*, run: InferenceRun, worker: str, heartbeat: RunHeartbeat 
     timings: dict[str, float] = {}
     started = perf_counter()
     snapshot: adapter.Snapshot | None = None
+    embedded_now = 0
     try:
+        if run.model not in FEATURELESS_MODELS:
+            # Text items embedded once, before the snapshot: usually the embedding
+            # task did it at import and this finds nothing to do (no model load).
+            t = perf_counter()
+            embedded_now = embed_missing_items(project_id=run.project_id)
+            if embedded_now:
+                timings["embed"] = round(perf_counter() - t, 4)
         t = perf_counter()
         snapshot = adapter.read_snapshot(project_id=run.project_id, with_features=run.model not in FEATURELESS_MODELS)
         timings["snapshot"] = round(perf_counter() - t, 4)
@@ -277,6 +286,9 @@ def _execute_claimed(*, run: InferenceRun, worker: str, heartbeat: RunHeartbeat 
         timings["total_before_publish"] = round(perf_counter() - started, 4)
         results.timings = timings
         results.metrics["warm_start"] = warm
+        # Items this run had to embed itself (0 once the embedding task has run):
+        # a retrain over stored vectors never embeds again.
+        results.metrics["embedded_items"] = embedded_now
         status = run_publish(run_id=run_id, worker=worker, results=results)
     except RunAborted as exc:
         final = InferenceRun.objects.filter(pk=run_id).values_list("status", flat=True).first()

@@ -24,6 +24,7 @@ from django.db import (
 from crowdlab.results.services import runs_fail_stale
 
 from . import triggers
+from .embedding import embed_missing_items
 from .services import fail_runs_of_restarted_worker, run_execute
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,20 @@ def execute_run(self: Any, run_id: int) -> str:
         task_id=self.request.id or "",
         reclaim=bool(self.request.retries),
     )
+
+
+@shared_task(
+    name="live.tasks.embed_items",
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=2,
+    max_retries=5,
+    acks_late=True,
+    soft_time_limit=settings.INFERENCE_RUN_TIMEOUT_S,
+    time_limit=settings.INFERENCE_RUN_TIMEOUT_S + 60,
+)
+def embed_items(project_id: int) -> int:
+    """Embed the project's text items that have no stored vector (logs progress per batch)."""
+    return embed_missing_items(project_id=int(project_id))
 
 
 @shared_task(name="live.tasks.sweep", autoretry_for=TRANSIENT_ERRORS, retry_backoff=True, max_retries=3)

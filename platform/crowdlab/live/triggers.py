@@ -52,6 +52,7 @@ from crowdlab.labelling.models import Annotation
 from crowdlab.projects.models import Project
 from crowdlab.results.models import InferenceRun, RunStatus, RunTrigger
 from crowdlab.results.services import run_create, runs_fail_stale
+from inference.embeddings import TFIDF
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ FROM projects_project p WHERE p.id = %s
 # web process that only sends runs never needs to import it (nor, through the
 # services, ``inference``).
 EXECUTE_RUN_TASK = "live.tasks.execute_run"
+EMBED_ITEMS_TASK = "live.tasks.embed_items"
 
 
 def enqueue_run(run_id: int) -> bool:
@@ -297,3 +299,23 @@ def sweep() -> dict[str, list[int]]:
     if failed or resent or started:
         logger.info("sweep: failed stale %s, resent %s, started runs %s", failed, resent, started)
     return {"failed": failed, "resent": resent, "started": started}
+
+
+def embed_items_on_commit(project_id: int) -> None:
+    """After an item import commits, send the task that embeds the new text items.
+
+    The import stays fast (embedding 5,000 texts takes minutes on two cores); a
+    lost message costs nothing but time, since the next run embeds what is missing.
+    No task without sentence embeddings (TF-IDF is computed by each run).
+    """
+    if settings.TEXT_EMBEDDING_MODEL == TFIDF:
+        return
+    transaction.on_commit(partial(_send_embed_items, project_id), robust=True)
+
+
+def _send_embed_items(project_id: int) -> None:
+    try:
+        # By name, like the runs: the web never imports the tasks (nor torch).
+        current_app.send_task(EMBED_ITEMS_TASK, args=[project_id])
+    except Exception as exc:  # noqa: BLE001 - kombu/redis raise many connection error types
+        logger.warning("project %s: could not send the embedding task (%s); the next run embeds", project_id, exc)

@@ -49,6 +49,9 @@ class InferenceRun(models.Model):
     # only while the labels differ little from those of the last cold fit.
     fit_mode = models.CharField(max_length=4, choices=FitMode.choices, blank=True)
     fit_reason = models.TextField(blank=True)
+    # What the items' features came from ("numeric", "text: all-MiniLM-L6-v2 ...",
+    # "text: tfidf-svd", "none"), set when the run publishes.
+    features = models.CharField(max_length=255, blank=True)
     cold_refit = models.BooleanField(
         default=False, help_text="Requested as a full cold refit: ignore every earlier run's checkpoint."
     )

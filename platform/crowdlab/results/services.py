@@ -91,6 +91,7 @@ class RunResults:
     warm_start_from_id: int | None = None
     fit_mode: str = ""
     fit_reason: str = ""
+    features: str = ""
     generated: list[GeneratedRow] = field(default_factory=list)
 
 
@@ -369,6 +370,7 @@ def run_publish(*, run_id: int, worker: str, results: RunResults) -> str:
             warm_start_from_id=results.warm_start_from_id,
             fit_mode=results.fit_mode,
             fit_reason=results.fit_reason[:2000],
+            features=results.features[:255],
             progress_epoch=max(run.progress_epoch, run.progress_total),
             heartbeat_at=now,
             finished_at=now,

@@ -25,7 +25,8 @@ import pytest
 import yaml
 from django.core.exceptions import ImproperlyConfigured
 
-from crowdlab.env import DEVELOPMENT_SECRET_KEY, env_proxy_ssl_header, env_secret_key
+from crowdlab.env import DEVELOPMENT_SECRET_KEY, env_proxy_ssl_header, env_secret_key, env_text_model
+from inference.embeddings import default_text_model, sentence_transformers_available
 
 REPO = Path(__file__).resolve().parents[3]
 COMPOSE = REPO / "docker" / "compose.yaml"
@@ -190,3 +191,28 @@ def test_a_malformed_proxy_ssl_header_names_the_variable(monkeypatch: pytest.Mon
     monkeypatch.setenv("SECURE_PROXY_SSL_HEADER", "X Forwarded Proto")
     with pytest.raises(ImproperlyConfigured, match=r"SECURE_PROXY_SSL_HEADER=.*X-Forwarded-Proto"):
         env_proxy_ssl_header("SECURE_PROXY_SSL_HEADER")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("/no/such/model", "does not exist"),
+        ("not a model name", "neither"),
+        ("", "must not be empty"),
+    ],
+)
+def test_a_bad_text_embedding_model_names_the_variable(
+    value: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEXT_EMBEDDING_MODEL", value)
+    with pytest.raises(ImproperlyConfigured, match=rf"TEXT_EMBEDDING_MODEL: .*{message}"):
+        env_text_model("TEXT_EMBEDDING_MODEL")
+
+
+def test_text_embedding_model_tfidf_and_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEXT_EMBEDDING_MODEL", "tfidf")
+    assert env_text_model("TEXT_EMBEDDING_MODEL") == "tfidf"
+    monkeypatch.delenv("TEXT_EMBEDDING_MODEL")
+    # Unset: the packaged or hub MiniLM with the extra, TF-IDF without it.
+    assert env_text_model("TEXT_EMBEDDING_MODEL") in (default_text_model(), "tfidf")
+    assert (env_text_model("TEXT_EMBEDDING_MODEL") == "tfidf") != sentence_transformers_available()

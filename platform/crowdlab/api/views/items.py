@@ -30,6 +30,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from crowdlab.labelling.importing import crowd_import
+from crowdlab.live.triggers import embed_items_on_commit
 from crowdlab.projects import selectors as project_selectors
 from crowdlab.projects.importing import (
     IMPORT_FORMATS,
@@ -325,6 +326,7 @@ class ItemImportView(_ImportView):
                 result = items_import(project=self.project, rows=request.data)
         except ImportValidationError as error:
             return _rejected(error)
+        embed_items_on_commit(self.project.pk)
         return Response(result.as_dict(), status=status.HTTP_201_CREATED)
 
 
@@ -385,4 +387,5 @@ class CrowdImportView(_ImportView):
             result = crowd_import(project=self.project, stream=stream)
         except ImportValidationError as error:
             return _rejected(error)
+        embed_items_on_commit(self.project.pk)  # a crowd import may add items
         return Response(result.as_dict(), status=status.HTTP_201_CREATED)

@@ -76,6 +76,7 @@ class InferenceRunSerializer(serializers.ModelSerializer):
             "cold_refit",
             "fit_mode",
             "fit_reason",
+            "features",
             "warm_start_from",
             "retry_after_annotation_id",
             "snapshot_annotation_id",
