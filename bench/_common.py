@@ -174,7 +174,11 @@ class TwoStageClassifier:
         return self
 
     @torch.no_grad()
-    def predict(self, features: np.ndarray) -> np.ndarray:
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """Softmax class probabilities (the calibration columns score them)."""
         self.net_.eval()
         x = torch.from_numpy((np.asarray(features, np.float32) - self.mean_) / self.scale_)
-        return self.net_(x).argmax(1).numpy()
+        return torch.softmax(self.net_(x).double(), dim=1).numpy()
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        return self.predict_proba(features).argmax(1)

@@ -1,10 +1,13 @@
-"""Aggregation benchmark (issue 7): our MV/DS/CoNAL next to crowd-kit and DS -> classifier.
+"""Aggregation benchmark (issues 7, 16): our MV/DS/CoNAL/CrowdInG next to crowd-kit, EBCC and
+DS -> classifier, with accuracy, calibration (ECE, Brier) and fit time for every method.
 
     python -m bench.aggregation [--labelme DIR] [--music DIR] [--sentiment DIR]
                                 [--synthetic] [--scale] [--seeds N] [--out FRAGMENT.md]
 
 Every crowd runs all methods in the same process (torch limited to one thread, since
-the benchmark machine's 2 cores are shared). The scale part runs each method in its own
+the benchmark machine's 2 cores are shared). With ``--out``, a reliability diagram per crowd
+(one curve per method, 15 equal-width bins, the ECE's) goes next to it as
+``reliability-<crowd>.png``. The scale part runs each method in its own
 subprocess so that its peak RSS (resource.getrusage) is its own.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import resource
 import subprocess
 import sys
@@ -25,16 +29,22 @@ import numpy as np
 import torch
 
 from bench._common import Crowd, TwoStageClassifier, accuracy, load_folder, measure
+from bench.ebcc import EBCC
 from inference.data import CrowdData
-from inference.metrics import expected_calibration_error
+from inference.metrics import brier_score, expected_calibration_error, reliability_bins
 from inference.models.conal import CoNAL
+from inference.models.crowding import CrowdInG
 from inference.models.ds import DawidSkene
 from inference.models.mv import MajorityVote
 from inference.synthetic import make_synthetic_crowd
 
 CONAL_POST = "CoNAL (posterior)"
 CONAL_CLF = "CoNAL (classifier)"
-OURS = {"MV (ours)", "DS (ours)", CONAL_POST, CONAL_CLF}
+CROWDING = "CrowdInG (ours)"
+OURS = {"MV (ours)", "DS (ours)", CONAL_POST, CONAL_CLF, CROWDING}
+#: crowd-kit's aggregators in the bench; MMSR gives labels and no probabilities.
+CROWDKIT = ("MV", "DS", "GLAD", "MMSR", "MACE", "OneCoinDawidSkene")
+ECE_BINS = 15
 GOLD_CLF = "gold → classifier (ceiling, not a peer)"
 SYNTHETIC_TYPES = ("asymmetric", "symmetric")
 # (common strength, common share) settings of section 2.1.5: the original share sweep at
@@ -55,15 +65,33 @@ def _frame(data: CrowdData) -> Any:
     return pd.DataFrame({"task": data.item_idx, "worker": data.annotator_idx, "label": data.label_idx})
 
 
-def _crowdkit(method: str, data: CrowdData) -> np.ndarray:
+def _crowdkit(method: str, data: CrowdData, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """crowd-kit's labels (-1 for items it never saw) and its probabilities (uniform rows for
+    those items; None when the method has none)."""
     from crowdkit import aggregation as ck
 
-    model = {"MV": ck.MajorityVote, "DS": ck.DawidSkene, "GLAD": ck.GLAD, "MMSR": ck.MMSR}[method]()
-    kw: dict[str, Any] = {}
-    result = model.fit_predict(_frame(data), **kw)
+    makers: dict[str, Any] = {
+        "MV": ck.MajorityVote,
+        "DS": ck.DawidSkene,
+        "GLAD": ck.GLAD,
+        "MMSR": ck.MMSR,
+        "MACE": lambda: ck.MACE(random_state=seed),
+        "OneCoinDawidSkene": ck.OneCoinDawidSkene,
+    }
+    model = makers[method]()
+    result = model.fit_predict(_frame(data))  # MMSR sets no labels_ on fit(); fit_predict works for all
     out = np.full(data.n_items, -1, dtype=np.int64)
     out[result.index.to_numpy(dtype=np.int64)] = result.to_numpy(dtype=np.int64)
-    return out
+    frame = getattr(model, "probas_", None)
+    if frame is None:
+        return out, None
+    probas = np.full((data.n_items, data.n_classes), 1.0 / data.n_classes)
+    # Columns are the class indices that occur in the crowd; a class nobody used keeps 0.
+    probas[frame.index.to_numpy(dtype=np.int64)] = 0.0
+    probas[np.ix_(frame.index.to_numpy(dtype=np.int64), frame.columns.to_numpy(dtype=np.int64))] = frame.to_numpy(
+        dtype=np.float64
+    )
+    return out, probas
 
 
 def _mae_individual(est: np.ndarray, true: np.ndarray, data: CrowdData) -> float:
@@ -77,7 +105,7 @@ def run_crowd(crowd: Crowd, seed: int) -> list[Row]:
     truth = crowd.truth
     rows: list[Row] = []
 
-    def add(method: str, m: Any, labels: np.ndarray | None, **extra: Any) -> None:
+    def add(method: str, m: Any, labels: np.ndarray | None, probas: np.ndarray | None = None, **extra: Any) -> None:
         rows.append(
             {
                 "crowd": crowd.name,
@@ -87,17 +115,18 @@ def run_crowd(crowd: Crowd, seed: int) -> list[Row]:
                 "seconds": m.seconds,
                 "cpu": m.cpu_seconds,
                 "mem_mb": m.peak_rss_delta / 2**20,
+                **({} if labels is None or probas is None else calibration(labels, probas, gold)),
                 **extra,
             }
         )
 
     mv = measure(lambda: MajorityVote().fit(data))
-    add("MV (ours)", mv, mv.value.labels_)
+    add("MV (ours)", mv, mv.value.labels_, mv.value.probas_)
     ds = measure(lambda: DawidSkene().fit(data))
     extra = {}
     if truth is not None:
         extra["indiv_mae"] = _mae_individual(ds.value.confusions_, truth.true_confusions, data)
-    add("DS (ours)", ds, ds.value.labels_, **extra)
+    add("DS (ours)", ds, ds.value.labels_, ds.value.probas_, **extra)
 
     cn = measure(lambda: CoNAL(seed=seed).fit(data))
     model: CoNAL = cn.value
@@ -112,13 +141,21 @@ def run_crowd(crowd: Crowd, seed: int) -> list[Row]:
     if crowd.test_features is not None and crowd.test_labels is not None:
         test_acc = accuracy(model.predict_proba(crowd.test_features).argmax(1), crowd.test_labels)
     extra["tau"] = model.label_weight_
-    add(CONAL_POST, cn, model.posterior_probas_.argmax(1), test_acc=test_acc, **extra)
+    add(CONAL_POST, cn, model.posterior_probas_.argmax(1), model.posterior_probas_, test_acc=test_acc, **extra)
     assert model.classifier_probas_ is not None
-    add(CONAL_CLF, cn, model.classifier_probas_.argmax(1), test_acc=test_acc, **extra)
+    add(CONAL_CLF, cn, model.classifier_probas_.argmax(1), model.classifier_probas_, test_acc=test_acc, **extra)
 
-    for name in ("MV", "DS", "GLAD", "MMSR"):
-        r = measure(lambda: _crowdkit(name, data))  # noqa: B023 - measure() calls it at once, in this iteration
-        add(f"crowd-kit {name}", r, r.value)
+    cg = measure(lambda: CrowdInG(seed=seed).fit(data))
+    test_acc = None
+    if crowd.test_features is not None and crowd.test_labels is not None:
+        test_acc = accuracy(cg.value.predict_proba(crowd.test_features).argmax(1), crowd.test_labels)
+    add(CROWDING, cg, cg.value.labels_, cg.value.probas_, test_acc=test_acc)
+
+    for name in CROWDKIT:
+        r = measure(lambda: _crowdkit(name, data, seed))  # noqa: B023 - measure() calls it at once, in this iteration
+        add(f"crowd-kit {name}", r, *r.value)
+    eb = measure(lambda: EBCC(seed=seed).fit(data))
+    add("EBCC", eb, eb.value.labels_, eb.value.probas_)
 
     if data.features is not None:
         labelled = data.labelled_mask()
@@ -131,11 +168,26 @@ def run_crowd(crowd: Crowd, seed: int) -> list[Row]:
         test_acc = None
         if crowd.test_features is not None and crowd.test_labels is not None:
             test_acc = accuracy(ts.value.predict(crowd.test_features), crowd.test_labels)
-        add("DS → classifier", ts, ts.value.predict(data.features), test_acc=test_acc)
+        clf_probas = ts.value.predict_proba(data.features)
+        add("DS → classifier", ts, clf_probas.argmax(1), clf_probas, test_acc=test_acc)
         if test_acc is not None:
             oracle = measure(lambda: gold_ceiling(crowd, seed))
             add(GOLD_CLF, oracle, None, test_acc=oracle.value)
     return rows
+
+
+def calibration(labels: np.ndarray, probas: np.ndarray, gold: np.ndarray) -> dict[str, Any]:
+    """ECE (15 equal-width bins) and Brier score on the items with gold; the confidence is the
+    probability given to the method's label. Keeps the (confidence, correct) pairs for the
+    reliability diagram under the private key ``_calib``."""
+    known = gold >= 0
+    conf = probas[np.flatnonzero(known), labels[known]]
+    correct = labels[known] == gold[known]
+    return {
+        "ece": expected_calibration_error(conf, correct, n_bins=ECE_BINS),
+        "brier": brier_score(probas[known], gold[known]),
+        "_calib": (conf, correct),
+    }
 
 
 def gold_ceiling(crowd: Crowd, seed: int) -> float:
@@ -220,7 +272,7 @@ def scale_worker(method: str) -> dict[str, Any]:
     elif method == "ds":
         labels = DawidSkene().fit(data).labels_
     elif method == "crowdkit-ds":
-        labels = _crowdkit("DS", data)
+        labels = _crowdkit("DS", data)[0]
     else:
         raise ValueError(f"method must be one of conal, ds, crowdkit-ds; got {method!r}")
     out["seconds"] = time.perf_counter() - t0
@@ -324,6 +376,77 @@ def detail_table(rows: list[Row]) -> str:
             f"{np.mean([r['seconds'] for r in rs]):.2f} | {np.mean([r['cpu'] for r in rs]):.2f} | {np.mean([r['mem_mb'] for r in rs]):.0f} |"
         )
     return "\n".join(lines)
+
+
+def calibration_table(rows: list[Row]) -> str:
+    """One line per crowd and method: accuracy, ECE, Brier and fit seconds (means over seeds)."""
+    groups: dict[tuple[str, str], list[Row]] = defaultdict(list)
+    for r in rows:
+        if r["acc"] is not None:
+            groups[(r["crowd"], r["method"])].append(r)
+    lines = [
+        f"| crowd | method | accuracy % | ECE ({ECE_BINS} bins) | Brier | fit s (wall) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (crowd, method), rs in groups.items():
+        ece = [r["ece"] for r in rs if "ece" in r]
+        brier = [r["brier"] for r in rs if "brier" in r]
+        lines.append(
+            f"| {crowd} | {method} | {_mean_sd([r['acc'] for r in rs])} | "
+            f"{f'{np.mean(ece):.3f}' if ece else '–'} | {f'{np.mean(brier):.3f}' if brier else '–'} | "
+            f"{np.mean([r['seconds'] for r in rs]):.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def reliability_diagrams(rows: list[Row], folder: Path) -> list[Path]:
+    """One PNG per crowd, one curve per method with probabilities: accuracy against mean
+    confidence per non-empty bin (seeds pooled), the diagonal being perfect calibration."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on the bench machine
+    import matplotlib.pyplot as plt
+
+    by: dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if "_calib" in r:
+            by[r["crowd"]][r["method"]].append(r["_calib"])
+    written = []
+    folder.mkdir(parents=True, exist_ok=True)
+    for crowd, methods in by.items():
+        fig, ax = plt.subplots(figsize=(8.5, 6))
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+        colours = plt.get_cmap("tab20")
+        for k, (method, parts) in enumerate(methods.items()):
+            conf = np.concatenate([c for c, _ in parts])
+            ok = np.concatenate([o for _, o in parts])
+            mean_conf, acc, count = reliability_bins(conf, ok, n_bins=ECE_BINS)
+            full = count > 0
+            ece = expected_calibration_error(conf, ok, n_bins=ECE_BINS)
+            ax.plot(
+                mean_conf[full],
+                acc[full],
+                marker="o",
+                markersize=3,
+                linewidth=1.2,
+                color=colours(k % 20),
+                linestyle="-" if method in OURS else ":",
+                label=f"{method} (ECE {ece:.3f})",
+            )
+        ax.set(
+            xlim=(0, 1),
+            ylim=(0, 1),
+            xlabel="mean confidence in the bin",
+            ylabel="accuracy in the bin",
+            title=f"Reliability, {crowd} ({ECE_BINS} equal-width bins; solid: ours)",
+        )
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+        fig.tight_layout()
+        path = folder / f"reliability-{re.sub(r'[^a-z0-9]+', '-', crowd.lower()).strip('-')}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
 
 
 def tau_line(rows: list[Row]) -> str:
@@ -449,7 +572,20 @@ def main(argv: list[str] | None = None) -> int:
 
     parts = [f"Command: `python -m bench.aggregation {' '.join(argv if argv is not None else sys.argv[1:])}`", ""]
     if rows:
-        parts += ["### Per crowd (mean ± sd over seeds)", "", detail_table(rows), "", tau_line(rows), "", REFERENCE, ""]
+        parts += [
+            "### Accuracy and calibration per crowd (mean over seeds; ECE and Brier on the items with gold)",
+            "",
+            calibration_table(rows),
+            "",
+            "### Per crowd (mean ± sd over seeds)",
+            "",
+            detail_table(rows),
+            "",
+            tau_line(rows),
+            "",
+            REFERENCE,
+            "",
+        ]
         summ = synthetic_summary(rows)
         if summ:
             parts += ["### Synthetic crowds: aggregated accuracy % (mean over seeds)", "", summ, ""]
@@ -464,6 +600,9 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.out:
         args.out.write_text(text)
+        if rows:
+            for path in reliability_diagrams(rows, args.out.parent):
+                print(f"wrote {path}", file=sys.stderr)
     return 0
 
 

@@ -9,10 +9,12 @@ import numpy as np
 __all__ = [
     "accuracy",
     "accuracy_against_gold",
+    "brier_score",
     "confusion_mae",
     "expected_calibration_error",
     "mean_confusion_mae",
     "per_class_accuracy",
+    "reliability_bins",
 ]
 
 
@@ -94,3 +96,40 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bi
     count = np.bincount(bins, minlength=n_bins).astype(np.float64)
     gap = np.abs(np.bincount(bins, weights=ok, minlength=n_bins) - np.bincount(bins, weights=conf, minlength=n_bins))
     return float(gap.sum() / conf.size) if count.sum() else 0.0
+
+
+def brier_score(probas: np.ndarray, truth: np.ndarray) -> float:
+    """Multi-class Brier score (Brier, 1950): mean over items of the squared distance between
+    the (n, C) probability rows and the one-hot truth; 0 is perfect, 2 the worst possible.
+
+    Unlike ECE it needs no binning and rewards sharp right answers, so the two together say
+    whether confidence is both honest (ECE) and useful (Brier)."""
+    p = np.asarray(probas, dtype=np.float64)
+    t = np.asarray(truth)
+    if p.ndim != 2 or t.shape != (p.shape[0],):
+        raise ValueError(f"probas must be (n, C) and truth (n,), got {p.shape} and {t.shape}")
+    if p.shape[0] == 0:
+        raise ValueError("cannot score an empty prediction")
+    if t.min() < 0 or t.max() >= p.shape[1]:
+        raise ValueError(f"truth holds class indices outside [0, {p.shape[1]})")
+    onehot = np.zeros_like(p)
+    onehot[np.arange(len(t)), t] = 1.0
+    return float(((p - onehot) ** 2).sum(axis=1).mean())
+
+
+def reliability_bins(
+    confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The points of a reliability diagram: per equal-width bin (the binning of
+    :func:`expected_calibration_error`), the mean confidence, the accuracy and the count;
+    NaN confidence and accuracy for empty bins."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    ok = np.asarray(correct, dtype=np.float64)
+    if conf.shape != ok.shape or conf.ndim != 1 or n_bins < 1:
+        raise ValueError(f"confidence and correct must be aligned 1-D arrays, got {conf.shape} and {ok.shape}")
+    bins = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(bins, weights=conf, minlength=n_bins) / count
+        acc = np.bincount(bins, weights=ok, minlength=n_bins) / count
+    return mean_conf, acc, count

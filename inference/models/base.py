@@ -18,6 +18,7 @@ from typing import Any, ClassVar, TypeVar, cast
 
 import numpy as np
 
+from inference import frames
 from inference.data import CrowdData
 
 __all__ = [
@@ -70,6 +71,15 @@ class CrowdModel:
     annotators_: tuple[str, ...]
     classes_: tuple[str, ...]
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # The DataFrame face (crowd-kit style, inference/frames.py) for every model at once:
+        # each model's own fit keeps taking a CrowdData, and its wrapper converts a DataFrame
+        # on the way in and the labels_/probas_ to pandas on the way out.
+        fit = cls.__dict__.get("fit")
+        if fit is not None and not getattr(fit, "accepts_frames", False):
+            cls.fit = frames.accept_frames(fit)  # type: ignore[method-assign]
+
     # ------------------------------------------------------------------ API
     def fit(
         self: M,
@@ -83,6 +93,10 @@ class CrowdModel:
     def fit_predict(self, data: CrowdData, **kw: Any) -> np.ndarray:
         """Fit and return ``labels_``."""
         return self.fit(data, **kw).labels_
+
+    def fit_predict_proba(self, data: CrowdData, **kw: Any) -> np.ndarray:
+        """Fit and return ``probas_`` (crowd-kit's name; a DataFrame for a DataFrame input)."""
+        return self.fit(data, **kw).probas_
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """Class probabilities for new items from their features (models with a classifier)."""
@@ -231,6 +245,8 @@ class CrowdModel:
         plain: dict[str, Any] = {}
         for attr in (*self._common_fitted, *self._extra_fitted):
             value = getattr(self, attr, None)
+            if frames.is_pandas(value):  # a fit on a DataFrame (frames.py): stored as numpy
+                value = np.array(value)  # a copy: pandas 3 hands out read-only views
             if isinstance(value, np.ndarray):
                 # Tensors keep the blob loadable with weights_only=True (no pickle of numpy).
                 arrays[attr] = torch.from_numpy(np.ascontiguousarray(value))

@@ -6,9 +6,12 @@ import pytest
 from inference.metrics import (
     accuracy,
     accuracy_against_gold,
+    brier_score,
     confusion_mae,
+    expected_calibration_error,
     mean_confusion_mae,
     per_class_accuracy,
+    reliability_bins,
 )
 
 
@@ -47,3 +50,27 @@ def test_confusion_mae():
         confusion_mae(eye, np.eye(3))
     with pytest.raises(ValueError, match="weights"):
         mean_confusion_mae(stack_e, stack_t, weights=np.zeros(2))
+
+
+def test_brier_score_by_hand():
+    probas = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]])
+    truth = np.array([0, 1, 0])
+    # 0, then (0.5^2 + 0.5^2) = 0.5, then (1 + 1) = 2: mean 2.5 / 3.
+    assert brier_score(probas, truth) == pytest.approx(2.5 / 3)
+    assert brier_score(probas[:1], truth[:1]) == 0.0
+    with pytest.raises(ValueError, match="outside"):
+        brier_score(probas, np.array([0, 1, 3]))
+    with pytest.raises(ValueError, match=r"\(n, C\)"):
+        brier_score(probas[0], truth)
+
+
+def test_reliability_bins_share_the_ece_binning():
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.2, 1.0, 500)
+    correct = rng.random(500) < conf**2  # over-confident on purpose
+    mean_conf, acc, count = reliability_bins(conf, correct, n_bins=15)
+    assert count.sum() == 500 and np.isnan(acc[:2]).all()  # nothing below 0.2: empty bins
+    full = count > 0
+    ece = (count[full] / 500 * np.abs(acc[full] - mean_conf[full])).sum()
+    assert ece == pytest.approx(expected_calibration_error(conf, correct, n_bins=15))
+    assert (acc[full] <= mean_conf[full] + 0.1).all()
