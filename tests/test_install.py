@@ -46,7 +46,7 @@ def test_pip_install_dot_gives_a_working_crowdlab_outside_the_repository(tmp_pat
     assert (package / "_templates" / "base.html").is_file()
     assert (package / "_static" / "favicon.svg").is_file()
     assert (package / "projects" / "migrations" / "0001_initial.py").is_file()
-    assert (package / "projects" / "management" / "commands" / "demo.py").is_file()
+    assert (package / "front" / "management" / "commands" / "demo.py").is_file()
 
     scratch = f"crowdlab_install_{uuid.uuid4().hex[:8]}"
     admin = "postgres://postgres@127.0.0.1:5432/postgres"
