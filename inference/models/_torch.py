@@ -70,6 +70,24 @@ def fit_inputs(
     return x_all, n_features, ann_feats
 
 
+def scaled_new_features(model: FeatureScaled, features: np.ndarray) -> torch.Tensor:
+    """New items' raw features (n, D), checked and standardised with the scaler
+    the model was fitted with: the (n, D) float32 input of its classifier.
+
+    Raises ``ValueError`` for a model fitted without features, a wrong width, or
+    NaN/inf values.
+    """
+    name = type(model).__name__
+    if model.feature_mean_ is None or model.feature_scale_ is None:
+        raise ValueError(f"this {name} was fitted without features (per-item embeddings); it cannot predict new items")
+    x = np.asarray(features, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != model.feature_mean_.shape[0]:
+        raise ValueError(f"features must have shape (n, {model.feature_mean_.shape[0]}), got {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("features contain NaN or inf values")
+    return torch.from_numpy((x - model.feature_mean_) / model.feature_scale_)
+
+
 def net_checkpoint(net: Any, *, n_items: int) -> dict[str, Any]:
     """The checkpoint state of a fitted network: detached CPU copies of its
     weights and the sizes ``_build_net`` needs to rebuild it."""

@@ -97,7 +97,7 @@ import numpy as np
 import torch
 
 from inference.data import CrowdData
-from inference.models._torch import net_checkpoint, torch_fit_context
+from inference.models._torch import net_checkpoint, scaled_new_features, torch_fit_context
 from inference.models.base import CrowdModel, ProgressFn, check_warm_policy
 from inference.models.crowding.network import CrowdInGNet
 from inference.models.crowding.posterior import CrowdInGPosterior, softmax_rows
@@ -377,18 +377,9 @@ class CrowdInG(CrowdInGTraining, CrowdInGPosterior, CrowdModel):
         """Classifier probabilities for new items from their raw (unscaled) features."""
         if self._net is None or not self.is_fitted:
             raise ValueError("CrowdInG must be fitted before predict_proba()")
-        if self.feature_mean_ is None or self.feature_scale_ is None:
-            raise ValueError(
-                "this CrowdInG was fitted without features (per-item embeddings); it cannot predict new items"
-            )
-        x = np.asarray(features, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != self.feature_mean_.shape[0]:
-            raise ValueError(f"features must have shape (n, {self.feature_mean_.shape[0]}), got {x.shape}")
-        if not np.isfinite(x).all():
-            raise ValueError("features contain NaN or inf values")
+        xt = scaled_new_features(self, features)
         net = self._net
         net.eval()
-        xt = torch.from_numpy((x - self.feature_mean_) / self.feature_scale_)
         with torch.no_grad():
             if len(xt) == 0:
                 return np.empty((0, len(self.classes_)))
